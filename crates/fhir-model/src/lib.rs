@@ -258,6 +258,7 @@ impl Model {
                 let parent_node = &mut m.nodes[parent as usize];
                 let idx = parent_node.children.len();
                 if choice {
+                    parent_node.by_name.insert(base_name.into(), (idx, None));
                     for (ti, ty) in child.types.iter().enumerate() {
                         let typed = format!("{}{}", base_name, capitalize(ty));
                         parent_node.by_name.insert(typed.into(), (idx, Some(ti)));

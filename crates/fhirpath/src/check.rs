@@ -84,7 +84,7 @@ impl Checker<'_> {
             }
             let Some(m) = node.child(name) else { continue };
             found = true;
-            if self.strict && m.choice_type.is_some() {
+            if (self.strict || self.check_paths) && m.choice_type.is_some() {
                 return Err(self.err(pos, format!(
                     "'{name}' names one type of the choice element '{}'; in strict mode use '{}.ofType({})'",
                     m.child.name,
@@ -114,6 +114,24 @@ impl Checker<'_> {
             return Ok(Ty::Unknown);
         }
         Ok(Ty::nodes(out))
+    }
+
+    /// A type specifier must name a System or FHIR type.
+    fn known_type(&self, ts: &TypeSpec, pos: usize) -> Result<(), Error> {
+        const SYSTEM: &[&str] = &["Boolean", "String", "Integer", "Long", "Decimal", "Date", "DateTime", "Time", "Quantity"];
+        let ok = match ts.namespace.as_deref() {
+            // an unknown System type is simply never matched
+            Some("System") => true,
+            Some("FHIR") => self.model.type_id(&ts.name).is_some(),
+            None => SYSTEM.contains(&ts.name.as_str()) || self.model.type_id(&ts.name).is_some(),
+            Some(_) => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            let full = ts.namespace.as_ref().map_or(ts.name.clone(), |n| format!("{n}.{}", ts.name));
+            Err(self.err(pos, format!("unknown type '{full}'")))
+        }
     }
 
     fn fhir_type(&self, ts: &TypeSpec) -> Ty {
@@ -166,10 +184,12 @@ impl Checker<'_> {
                 (ExprKind::Binary(op, Box::new(l), Box::new(r)), ty)
             }
             ExprKind::Is(inner, ts) => {
+                self.known_type(&ts, pos)?;
                 let (i, _) = self.expr(*inner, this, root, at_root)?;
                 (ExprKind::Is(Box::new(i), ts), Ty::Unknown)
             }
             ExprKind::As(inner, ts) => {
+                self.known_type(&ts, pos)?;
                 let (i, _) = self.expr(*inner, this, root, at_root)?;
                 let ty = self.fhir_type(&ts);
                 (ExprKind::As(Box::new(i), ts), ty)
@@ -186,7 +206,7 @@ impl Checker<'_> {
 
     fn ident(&self, name: &str, this: &Ty, pos: usize, at_root: bool) -> Result<Ty, Error> {
         // A type name at the start of a path filters the context by type.
-        if at_root && name.starts_with(|c: char| c.is_ascii_uppercase()) {
+        if name.starts_with(|c: char| c.is_ascii_uppercase()) {
             if let Some(id) = self.model.type_id(name) {
                 if let Ty::Nodes { ids, .. } = this {
                     if ids.iter().any(|&i| self.model.is_subtype(&self.model.node(i).type_name, name)) {
@@ -196,7 +216,10 @@ impl Checker<'_> {
                         return self.member(this, name, pos);
                     }
                 }
-                return Ok(Ty::nodes(vec![id]));
+                if at_root {
+                    return Ok(Ty::nodes(vec![id]));
+                }
+                return Ok(Ty::Unknown);
             }
         }
         self.member(this, name, pos)
@@ -236,6 +259,7 @@ impl Checker<'_> {
         let mut out_args = Vec::with_capacity(args.len());
         if matches!(func, Func::Is | Func::As | Func::OfType) {
             let ts = args.first().and_then(type_spec_of).ok_or_else(|| self.err(pos, format!("{name}() takes a type name")))?;
+            self.known_type(&ts, pos)?;
             types = Some(ts);
         } else {
             for (i, a) in args.into_iter().enumerate() {

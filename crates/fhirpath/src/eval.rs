@@ -1,6 +1,7 @@
 //! The evaluator: navigation over FHIR JSON, operators, and dispatch to functions.
 
 use crate::ast::{BinOp, Expr, ExprKind, Lit, TypeSpec, UnOp};
+use crate::temporal::level;
 use crate::value::{decimal_equivalent, Collection, Item, Node, NodeType, Quantity, Str};
 use crate::{EvalContext, Expression};
 use rust_decimal::prelude::*;
@@ -82,7 +83,7 @@ pub(crate) fn eval<'a>(e: &Expr, focus: &[Item<'a>], env: &Env<'_, 'a>) -> R<Col
                     None => focus.to_vec(),
                 },
             };
-            crate::functions::call(*func, input, args, types.as_ref(), focus, env, e.pos)
+            crate::functions::call(*func, input, args, types.as_ref(), target.is_some(), focus, env, e.pos)
         }
         ExprKind::Indexer(target, index) => {
             let t = eval(target, focus, env)?;
@@ -120,7 +121,7 @@ pub(crate) fn eval<'a>(e: &Expr, focus: &[Item<'a>], env: &Env<'_, 'a>) -> R<Col
             if v.len() > 1 {
                 return fail(e.pos, "'as' needs a single item");
             }
-            Ok(v.into_iter().filter(|i| is_type(i, ts)).collect())
+            Ok(v.into_iter().filter(|i| is_exact_type(i, ts)).collect())
         }
     }
 }
@@ -308,7 +309,18 @@ pub(crate) fn all_children<'a>(n: &Node<'a>, out: &mut Collection<'a>) {
     }
 }
 
-/// `is` / `ofType` type test.
+/// `as` / `ofType` type test: like `is`, but a FHIR primitive matches only its own type
+/// (`code.ofType(string)` is empty while `code is string` is true, as the suite requires).
+pub(crate) fn is_exact_type(item: &Item<'_>, ts: &TypeSpec) -> bool {
+    if let Item::Node(n) = item {
+        if n.is_primitive() && ts.namespace.as_deref() != Some("System") {
+            return n.type_name() == ts.name;
+        }
+    }
+    is_type(item, ts)
+}
+
+/// `is` type test.
 pub(crate) fn is_type(item: &Item<'_>, ts: &TypeSpec) -> bool {
     let (ns, name) = item.type_info();
     match ts.namespace.as_deref() {
@@ -336,20 +348,17 @@ fn fhir_is(item: &Item<'_>, name: &str) -> bool {
         if d.kind == TypeKind::Backbone {
             return name == "BackboneElement" || name == "Element" || &*d.type_name == name;
         }
-        return model.is_subtype(&d.type_name, name)
-            // FHIR primitive specializations are distinct types: `code is string` is false
-            && (d.kind != TypeKind::Primitive || &*d.type_name == name || name == "Element");
+        return model.is_subtype(&d.type_name, name);
     }
     n.type_name() == name
 }
 
+/// A logical operand: a boolean as itself, any other single item as true (singleton
+/// evaluation of collections).
 fn to_bool_3(c: &[Item<'_>], pos: usize) -> R<Option<bool>> {
     match singleton(c, pos)? {
         None => Ok(None),
-        Some(i) => match i.as_bool() {
-            Some(b) => Ok(Some(b)),
-            None => fail(pos, format!("expected a boolean, got {}", i.type_info().1)),
-        },
+        Some(i) => Ok(Some(i.as_bool().unwrap_or(true))),
     }
 }
 
@@ -540,8 +549,9 @@ fn arithmetic<'a>(op: BinOp, x: &Item<'a>, y: &Item<'a>, pos: usize) -> R<Collec
                 BinOp::Sub => -1.0,
                 _ => return fail(pos, "only + and - apply to dates"),
             };
-            if !is_time_unit(&q.unit) {
-                return fail(pos, format!("cannot add '{}' to a date", q.unit));
+            // UCUM years and months ('a', 'mo') are mean lengths, not calendar units
+            if !is_time_unit(&q.unit) || &*q.unit == "a" || &*q.unit == "mo" {
+                return fail(pos, format!("cannot add '{}' to a date: use a calendar duration (year, month, ...)", q.unit));
             }
             let v = q.value.to_f64().unwrap_or(0.0) * sign;
             d.add(v, &q.unit).map(|r| if matches!(x, Date(_)) { Date(r) } else { DateTime(r) })
@@ -648,9 +658,9 @@ pub(crate) fn equivalent(a: &Item<'_>, b: &Item<'_>) -> bool {
             _ => false,
         },
         (Date(p) | DateTime(p), Date(q) | DateTime(q)) => {
-            p.precision == q.precision && p.compare(q) == Some(Ordering::Equal)
+            level(p.precision) == level(q.precision) && p.compare(q) == Some(Ordering::Equal)
         }
-        (Time(p), Time(q)) => p.precision == q.precision && p.compare(q) == Some(Ordering::Equal),
+        (Time(p), Time(q)) => level(p.precision) == level(q.precision) && p.compare(q) == Some(Ordering::Equal),
         (Quantity(_), _) | (_, Quantity(_)) => match (a.as_quantity(), b.as_quantity()) {
             (Some(p), Some(q)) => p.equivalent(&q),
             _ => false,

@@ -3,7 +3,7 @@
 
 use crate::ast::{Expr, ExprKind, Func, TypeSpec, UnOp};
 use crate::eval::{
-    all_children, children_named, compare, equals, eval, fail, is_type, singleton, string_of,
+    all_children, children_named, compare, equals, eval, fail, is_exact_type, is_type, singleton, string_of,
     Env, EvalError, R,
 };
 use crate::temporal::{DateTime, Time};
@@ -110,11 +110,13 @@ fn distinct<'a>(input: Collection<'a>) -> Collection<'a> {
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn call<'a>(
     func: Func,
     input: Collection<'a>,
     args: &[Expr],
     types: Option<&TypeSpec>,
+    has_target: bool,
     focus: &[Item<'a>],
     env: &Env<'_, 'a>,
     pos: usize,
@@ -208,7 +210,7 @@ pub(crate) fn call<'a>(
         }
         OfType => {
             let ts = types.ok_or_else(|| EvalError { pos, message: "ofType() needs a type".into() })?;
-            Ok(input.into_iter().filter(|i| is_type(i, ts)).collect())
+            Ok(input.into_iter().filter(|i| is_exact_type(i, ts)).collect())
         }
         Is => {
             let ts = types.ok_or_else(|| EvalError { pos, message: "is() needs a type".into() })?;
@@ -223,7 +225,7 @@ pub(crate) fn call<'a>(
             if input.len() > 1 {
                 return c.err("as() needs a single item");
             }
-            Ok(input.into_iter().filter(|i| is_type(i, ts)).collect())
+            Ok(input.into_iter().filter(|i| is_exact_type(i, ts)).collect())
         }
         Single => match input.len() {
             0 | 1 => Ok(input),
@@ -264,7 +266,7 @@ pub(crate) fn call<'a>(
             all.extend(c.arg(0)?);
             Ok(all)
         }
-        Iif => iif(&c, input),
+        Iif => iif(&c, input, has_target),
         ToBoolean => opt(single(&input, &c)?.and_then(|i| to_boolean(&i)).map(Item::Boolean)),
         ConvertsToBoolean => convertible(single(&input, &c)?, |i| to_boolean(i).is_some()),
         ToInteger => opt(single(&input, &c)?.and_then(|i| to_integer(&i)).map(Item::Integer)),
@@ -379,6 +381,9 @@ pub(crate) fn call<'a>(
             let re = regex::Regex::new(&full).map_err(|e| EvalError { pos, message: format!("invalid regex: {e}") })?;
             if func == ReplaceMatches {
                 let Some(rep) = c.arg_str(1)? else { return Ok(vec![]) };
+                if body.is_empty() {
+                    return Ok(vec![Item::string(s.to_string())]);
+                }
                 return Ok(vec![Item::string(re.replace_all(&s, rep.as_str()).into_owned())]);
             }
             boolean(re.is_match(&s))
@@ -468,10 +473,8 @@ pub(crate) fn call<'a>(
             .collect()),
         Not => match input.as_slice() {
             [] => Ok(vec![]),
-            [i] => match i.as_bool() {
-                Some(b) => boolean(!b),
-                None => c.err("not() needs a boolean"),
-            },
+            // a single non-boolean item counts as true
+            [i] => boolean(!i.as_bool().unwrap_or(true)),
             _ => c.err("not() needs a single item"),
         },
         Sort => sort(&c, input),
@@ -615,11 +618,12 @@ fn same_item(a: &Item<'_>, b: &Item<'_>) -> bool {
     }
 }
 
-fn iif<'a>(c: &Call<'_, '_, 'a>, input: Collection<'a>) -> R<Collection<'a>> {
-    if input.len() > 1 {
+fn iif<'a>(c: &Call<'_, '_, 'a>, input: Collection<'a>, has_target: bool) -> R<Collection<'a>> {
+    if has_target && input.len() > 1 {
         return c.err("iif() needs at most one input item");
     }
-    let this = input.first().cloned().or_else(|| c.env.this.cloned());
+    // `x.iif(...)` binds $this to x; a bare `iif(...)` keeps the caller's $this and $index
+    let this = if has_target { input.first().cloned() } else { None };
     let ev = |i: usize| -> R<Collection<'a>> {
         match &this {
             Some(t) => c.lambda(i, t, 0),
@@ -683,8 +687,8 @@ fn sort<'a>(c: &Call<'_, '_, 'a>, input: Collection<'a>) -> R<Collection<'a>> {
         for (k, (a, b)) in ka.iter().zip(kb).enumerate() {
             let o = match (a, b) {
                 (None, None) => Ordering::Equal,
-                (None, Some(_)) => Ordering::Less,
-                (Some(_), None) => Ordering::Greater,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(_), None) => Ordering::Less,
                 (Some(x), Some(y)) => match compare(x, y, c.pos) {
                     Ok(o) => o.unwrap_or(Ordering::Equal),
                     Err(e) => {
@@ -865,9 +869,34 @@ fn codec(func: Func, s: &str, fmt: &str) -> Option<String> {
             let quoted = serde_json::to_string(s).ok()?;
             Some(quoted[1..quoted.len() - 1].to_string())
         }
-        (Func::Unescape, "json") => serde_json::from_str::<String>(&format!("\"{s}\"")).ok(),
+        (Func::Unescape, "json") => unescape_json(s),
         _ => None,
     }
+}
+
+/// Undo JSON string escapes (`\"`, `\\`, `\n`, `\uXXXX`, ...); other text is kept.
+fn unescape_json(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next()? {
+            'n' => out.push('\n'),
+            't' => out.push('\t'),
+            'r' => out.push('\r'),
+            'b' => out.push('\u{8}'),
+            'f' => out.push('\u{c}'),
+            'u' => {
+                let hex: String = chars.by_ref().take(4).collect();
+                out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+            }
+            other => out.push(other),
+        }
+    }
+    Some(out)
 }
 
 fn math<'a>(func: Func, input: &[Item<'a>], c: &Call<'_, '_, 'a>) -> R<Collection<'a>> {

@@ -517,7 +517,12 @@ impl<'s> Parser<'s> {
                 self.bump();
                 lit(ExprKind::Literal(Lit::Boolean(b)))
             }
-            Tok::Ident(ref s) if KEYWORDS.contains(&s.as_str()) && self.toks.get(self.p + 1).map(|t| &t.tok) != Some(&Tok::Op("(")) => {
+            // `as`, `contains`, `in` and `is` may also be identifiers
+            Tok::Ident(ref s)
+                if KEYWORDS.contains(&s.as_str())
+                    && !matches!(s.as_str(), "as" | "contains" | "in" | "is")
+                    && self.toks.get(self.p + 1).map(|t| &t.tok) != Some(&Tok::Op("(")) =>
+            {
                 Err(self.unexpected("an expression"))
             }
             Tok::Ident(_) | Tok::Delimited(_) => {

@@ -266,6 +266,10 @@ impl DateTime {
 
     /// FHIRPath comparison: `None` when the answer is unknown because of differing precision.
     pub fn compare(&self, other: &DateTime) -> Option<Ordering> {
+        if self.precision >= Precision::Hour && other.precision >= Precision::Hour && self.tz.is_some() != other.tz.is_some() {
+            // one side's instant is unknown without its timezone
+            return None;
+        }
         let (a, b) = (self.normalized(), other.normalized());
         let pa = level(a.precision);
         let pb = level(b.precision);
@@ -326,7 +330,9 @@ impl DateTime {
                     CalUnit::Second => 1000.0,
                     _ => 1.0,
                 };
-                let delta = (value * ms_per).round() as i64;
+                // only milliseconds keep a fraction; other units count whole units
+                let whole_units = if unit == CalUnit::Millisecond { value } else { value.trunc() };
+                let delta = (whole_units * ms_per).round() as i64;
                 if self.precision <= Precision::Day {
                     let days = delta / 86_400_000;
                     return self.add(days as f64, "day");
@@ -512,7 +518,7 @@ impl Time {
     }
 }
 
-fn level(p: Precision) -> usize {
+pub fn level(p: Precision) -> usize {
     match p {
         Precision::Year => 0,
         Precision::Month => 1,
