@@ -1,0 +1,1 @@
+//! Search-parameter extraction (being written).
