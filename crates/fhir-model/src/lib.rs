@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 mod search;
-pub use search::{SearchParamDef, SearchParamType, SearchComponentDef};
+pub use search::{SearchComponentDef, SearchParamDef, SearchParamType};
 
 /// Index of a [`NodeDef`] in the model.
 pub type NodeId = u32;
@@ -101,7 +101,10 @@ impl NodeDef {
     pub fn child(&self, json_name: &str) -> Option<ChildMatch<'_>> {
         let (idx, ty) = *self.by_name.get(json_name)?;
         let child = &self.children[idx];
-        Some(ChildMatch { child, choice_type: ty.map(|t| &*child.types[t]) })
+        Some(ChildMatch {
+            child,
+            choice_type: ty.map(|t| &*child.types[t]),
+        })
     }
 }
 
@@ -158,7 +161,12 @@ struct RawElementType {
 
 fn constraints(raw: Vec<(String, String, String, String)>) -> Vec<Constraint> {
     raw.into_iter()
-        .map(|(key, severity, human, expression)| Constraint { key, severity, human, expression })
+        .map(|(key, severity, human, expression)| Constraint {
+            key,
+            severity,
+            human,
+            expression,
+        })
         .collect()
 }
 
@@ -191,7 +199,12 @@ impl Model {
         let raw: RawModel = serde_json::from_str(model)?;
         let valuesets = serde_json::from_str(valuesets)?;
         let search_params: Vec<SearchParamDef> = serde_json::from_str(params)?;
-        let mut m = Model { nodes: Vec::new(), types: HashMap::new(), valuesets, search_params };
+        let mut m = Model {
+            nodes: Vec::new(),
+            types: HashMap::new(),
+            valuesets,
+            search_params,
+        };
         let mut names: Vec<String> = raw.types.keys().cloned().collect();
         names.sort();
         // Pass 1: a node for each type root, so element types can be resolved by name.
@@ -214,7 +227,9 @@ impl Model {
         // Pass 2: elements, creating backbone nodes on the way.
         let mut raw_types = raw.types;
         for name in &names {
-            let Some(t) = raw_types.remove(name) else { continue };
+            let Some(t) = raw_types.remove(name) else {
+                continue;
+            };
             let root = m.types[name.as_str()];
             let mut by_path: HashMap<String, NodeId> = HashMap::new();
             by_path.insert(String::new(), root);
@@ -224,12 +239,18 @@ impl Model {
                     Some(i) => (el.path[..i].to_string(), &el.path[i + 1..]),
                     None => (String::new(), el.path.as_str()),
                 };
-                let Some(&parent) = by_path.get(&parent_path) else { continue };
+                let Some(&parent) = by_path.get(&parent_path) else {
+                    continue;
+                };
                 let choice = child_name.ends_with("[x]");
                 let base_name = child_name.trim_end_matches("[x]");
-                let types: Vec<Box<str>> = el.types.iter().map(|t| t.code.as_str().into()).collect();
-                let targets: Vec<Box<str>> =
-                    el.types.iter().flat_map(|t| t.targets.iter().map(|s| s.as_str().into())).collect();
+                let types: Vec<Box<str>> =
+                    el.types.iter().map(|t| t.code.as_str().into()).collect();
+                let targets: Vec<Box<str>> = el
+                    .types
+                    .iter()
+                    .flat_map(|t| t.targets.iter().map(|s| s.as_str().into()))
+                    .collect();
                 let full_path = format!("{}.{}", t.name, el.path);
                 let backbone = if types.len() == 1
                     && (&*types[0] == "BackboneElement" || &*types[0] == "Element")
@@ -245,7 +266,11 @@ impl Model {
                     name: base_name.into(),
                     path: full_path.into(),
                     min: el.min,
-                    max: if el.max == "*" { None } else { el.max.parse().ok() },
+                    max: if el.max == "*" {
+                        None
+                    } else {
+                        el.max.parse().ok()
+                    },
                     types,
                     targets,
                     choice,
@@ -323,11 +348,13 @@ impl Model {
     }
 
     pub fn is_resource_type(&self, name: &str) -> bool {
-        self.type_def(name).is_some_and(|t| t.kind == TypeKind::Resource)
+        self.type_def(name)
+            .is_some_and(|t| t.kind == TypeKind::Resource)
     }
 
     pub fn is_primitive(&self, name: &str) -> bool {
-        self.type_def(name).is_some_and(|t| t.kind == TypeKind::Primitive)
+        self.type_def(name)
+            .is_some_and(|t| t.kind == TypeKind::Primitive)
     }
 
     /// Whether `ty` is `ancestor` or derives from it (`Patient` is a `DomainResource`,
@@ -350,7 +377,10 @@ impl Model {
 
     /// All resource type names.
     pub fn resource_types(&self) -> impl Iterator<Item = &str> {
-        self.nodes.iter().filter(|n| n.kind == TypeKind::Resource).map(|n| &*n.type_name)
+        self.nodes
+            .iter()
+            .filter(|n| n.kind == TypeKind::Resource)
+            .map(|n| &*n.type_name)
     }
 
     /// The codes of an expanded required value set, by code system; `None` when the value
@@ -393,6 +423,8 @@ mod tests {
         // 146 concrete resources plus Resource, DomainResource and Parameters-like abstract bases
         assert_eq!(m.resource_types().count(), 149);
         assert_eq!(m.search_params().len(), 1375);
-        assert!(m.value_set("http://hl7.org/fhir/ValueSet/administrative-gender").is_some());
+        assert!(m
+            .value_set("http://hl7.org/fhir/ValueSet/administrative-gender")
+            .is_some());
     }
 }

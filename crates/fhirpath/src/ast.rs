@@ -22,8 +22,17 @@ pub enum ExprKind {
     Ident(String),
     Member(Box<Expr>, String),
     /// A function call as parsed; resolved to `Fn` by the compiler.
-    Call { target: Option<Box<Expr>>, name: String, args: Vec<Expr> },
-    Fn { target: Option<Box<Expr>>, func: Func, args: Vec<Expr>, types: Option<TypeSpec> },
+    Call {
+        target: Option<Box<Expr>>,
+        name: String,
+        args: Vec<Expr>,
+    },
+    Fn {
+        target: Option<Box<Expr>>,
+        func: Func,
+        args: Vec<Expr>,
+        types: Option<TypeSpec>,
+    },
     Indexer(Box<Expr>, Box<Expr>),
     Unary(UnOp, Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),

@@ -16,10 +16,19 @@ enum Ty {
 
 impl Ty {
     fn nodes(ids: Vec<NodeId>) -> Ty {
-        Ty::Nodes { ids, unordered: false }
+        Ty::Nodes {
+            ids,
+            unordered: false,
+        }
     }
     fn unordered(&self) -> bool {
-        matches!(self, Ty::Nodes { unordered: true, .. })
+        matches!(
+            self,
+            Ty::Nodes {
+                unordered: true,
+                ..
+            }
+        )
     }
 }
 
@@ -32,11 +41,22 @@ struct Checker<'s> {
 
 pub(crate) fn resolve(src: &str, ast: Expr, options: &CompileOptions) -> Result<Expr, Error> {
     let model = Model::r4();
-    let mut c = Checker { src, model, check_paths: options.context_type.is_some(), strict: options.strict };
+    let mut c = Checker {
+        src,
+        model,
+        check_paths: options.context_type.is_some(),
+        strict: options.strict,
+    };
     let root_ty = match &options.context_type {
         Some(t) => match context_node(model, t) {
             Some(id) => Ty::nodes(vec![id]),
-            None => return Err(Error::semantic(src, 0, format!("unknown context type '{t}'"))),
+            None => {
+                return Err(Error::semantic(
+                    src,
+                    0,
+                    format!("unknown context type '{t}'"),
+                ))
+            }
         },
         None => Ty::Unknown,
     };
@@ -50,7 +70,9 @@ fn context_node(model: &Model, path: &str) -> Option<NodeId> {
     let mut id = model.type_id(parts.next()?)?;
     for part in parts {
         let m = model.node(id).child(part)?;
-        let ty = m.choice_type.or_else(|| m.child.types.first().map(|t| &**t))?;
+        let ty = m
+            .choice_type
+            .or_else(|| m.child.types.first().map(|t| &**t))?;
         id = model.child_node(m.child, ty)?;
     }
     Some(id)
@@ -58,9 +80,15 @@ fn context_node(model: &Model, path: &str) -> Option<NodeId> {
 
 pub(crate) fn type_spec_of(e: &Expr) -> Option<TypeSpec> {
     match &e.kind {
-        ExprKind::Ident(name) => Some(TypeSpec { namespace: None, name: name.clone() }),
+        ExprKind::Ident(name) => Some(TypeSpec {
+            namespace: None,
+            name: name.clone(),
+        }),
         ExprKind::Member(inner, name) => match &inner.kind {
-            ExprKind::Ident(ns) => Some(TypeSpec { namespace: Some(ns.clone()), name: name.clone() }),
+            ExprKind::Ident(ns) => Some(TypeSpec {
+                namespace: Some(ns.clone()),
+                name: name.clone(),
+            }),
             _ => None,
         },
         _ => None,
@@ -74,12 +102,17 @@ impl Checker<'_> {
 
     /// Types reached by `name` from the given nodes.
     fn member(&self, ty: &Ty, name: &str, pos: usize) -> Result<Ty, Error> {
-        let Ty::Nodes { ids, .. } = ty else { return Ok(Ty::Unknown) };
+        let Ty::Nodes { ids, .. } = ty else {
+            return Ok(Ty::Unknown);
+        };
         let mut out = Vec::new();
         let mut found = false;
         for &id in ids {
             let node = self.model.node(id);
-            if node.kind == vigil_fhir_model::TypeKind::Primitive && name != "id" && name != "extension" {
+            if node.kind == vigil_fhir_model::TypeKind::Primitive
+                && name != "id"
+                && name != "extension"
+            {
                 continue;
             }
             let Some(m) = node.child(name) else { continue };
@@ -106,10 +139,15 @@ impl Checker<'_> {
             }
         }
         if !found {
-            let all_complex = ids.iter().all(|&id| self.model.node(id).kind != vigil_fhir_model::TypeKind::Primitive);
+            let all_complex = ids
+                .iter()
+                .all(|&id| self.model.node(id).kind != vigil_fhir_model::TypeKind::Primitive);
             if self.check_paths && all_complex && !ids.is_empty() {
                 let names: Vec<&str> = ids.iter().map(|&id| &*self.model.node(id).path).collect();
-                return Err(self.err(pos, format!("'{name}' is not an element of {}", names.join(" | "))));
+                return Err(self.err(
+                    pos,
+                    format!("'{name}' is not an element of {}", names.join(" | ")),
+                ));
             }
             return Ok(Ty::Unknown);
         }
@@ -121,7 +159,10 @@ impl Checker<'_> {
         if !self.check_paths && !self.strict {
             return Ok(()); // unchecked: an unknown type simply never matches
         }
-        const SYSTEM: &[&str] = &["Boolean", "String", "Integer", "Long", "Decimal", "Date", "DateTime", "Time", "Quantity"];
+        const SYSTEM: &[&str] = &[
+            "Boolean", "String", "Integer", "Long", "Decimal", "Date", "DateTime", "Time",
+            "Quantity",
+        ];
         let ok = match ts.namespace.as_deref() {
             // an unknown System type is simply never matched
             Some("System") => true,
@@ -132,7 +173,10 @@ impl Checker<'_> {
         if ok {
             Ok(())
         } else {
-            let full = ts.namespace.as_ref().map_or(ts.name.clone(), |n| format!("{n}.{}", ts.name));
+            let full = ts
+                .namespace
+                .as_ref()
+                .map_or(ts.name.clone(), |n| format!("{n}.{}", ts.name));
             Err(self.err(pos, format!("unknown type '{full}'")))
         }
     }
@@ -161,7 +205,9 @@ impl Checker<'_> {
                 let ty = self.member(&tt, &name, pos)?;
                 (ExprKind::Member(Box::new(t), name), ty)
             }
-            ExprKind::Call { target, name, args } => return self.call(target, name, args, pos, this, root, at_root),
+            ExprKind::Call { target, name, args } => {
+                return self.call(target, name, args, pos, this, root, at_root)
+            }
             ExprKind::Indexer(t, i) => {
                 let (t, tt) = self.expr(*t, this, root, at_root)?;
                 if self.strict && tt.unordered() {
@@ -178,7 +224,11 @@ impl Checker<'_> {
                 let (l, lt) = self.expr(*l, this, root, at_root)?;
                 let (r, rt) = self.expr(*r, this, root, at_root)?;
                 let ty = match (op, lt, rt) {
-                    (crate::ast::BinOp::Union, Ty::Nodes { ids: mut a, .. }, Ty::Nodes { ids: b, .. }) => {
+                    (
+                        crate::ast::BinOp::Union,
+                        Ty::Nodes { ids: mut a, .. },
+                        Ty::Nodes { ids: b, .. },
+                    ) => {
                         a.extend(b);
                         Ty::nodes(a)
                     }
@@ -199,7 +249,11 @@ impl Checker<'_> {
             }
             ExprKind::This => (ExprKind::This, this.clone()),
             ExprKind::Var(v) => {
-                let ty = if v == "context" { root.clone() } else { Ty::Unknown };
+                let ty = if v == "context" {
+                    root.clone()
+                } else {
+                    Ty::Unknown
+                };
                 (ExprKind::Var(v), ty)
             }
             other => (other, Ty::Unknown),
@@ -212,10 +266,16 @@ impl Checker<'_> {
         if name.starts_with(|c: char| c.is_ascii_uppercase()) {
             if let Some(id) = self.model.type_id(name) {
                 if let Ty::Nodes { ids, .. } = this {
-                    if ids.iter().any(|&i| self.model.is_subtype(&self.model.node(i).type_name, name)) {
+                    if ids
+                        .iter()
+                        .any(|&i| self.model.is_subtype(&self.model.node(i).type_name, name))
+                    {
                         return Ok(this.clone());
                     }
-                    if ids.iter().any(|&i| self.model.node(i).child(name).is_some()) {
+                    if ids
+                        .iter()
+                        .any(|&i| self.model.node(i).child(name).is_some())
+                    {
                         return self.member(this, name, pos);
                     }
                 }
@@ -239,11 +299,19 @@ impl Checker<'_> {
         root: &Ty,
         at_root: bool,
     ) -> Result<(Expr, Ty), Error> {
-        let func = Func::lookup(&name).ok_or_else(|| self.err(pos, format!("unknown function '{name}'")))?;
+        let func = Func::lookup(&name)
+            .ok_or_else(|| self.err(pos, format!("unknown function '{name}'")))?;
         let (min, max) = func.arity();
         if args.len() < min || args.len() > max {
-            let expected = if min == max { format!("{min}") } else { format!("{min} to {max}") };
-            return Err(self.err(pos, format!("{name}() takes {expected} argument(s), got {}", args.len())));
+            let expected = if min == max {
+                format!("{min}")
+            } else {
+                format!("{min} to {max}")
+            };
+            return Err(self.err(
+                pos,
+                format!("{name}() takes {expected} argument(s), got {}", args.len()),
+            ));
         }
         let (target, input_ty) = match target {
             Some(t) => {
@@ -254,14 +322,23 @@ impl Checker<'_> {
         };
         if self.strict
             && input_ty.unordered()
-            && matches!(func, Func::Skip | Func::Take | Func::First | Func::Last | Func::Tail | Func::Single)
+            && matches!(
+                func,
+                Func::Skip | Func::Take | Func::First | Func::Last | Func::Tail | Func::Single
+            )
         {
-            return Err(self.err(pos, format!("{name}() depends on order, but its input is unordered")));
+            return Err(self.err(
+                pos,
+                format!("{name}() depends on order, but its input is unordered"),
+            ));
         }
         let mut types = None;
         let mut out_args = Vec::with_capacity(args.len());
         if matches!(func, Func::Is | Func::As | Func::OfType) {
-            let ts = args.first().and_then(type_spec_of).ok_or_else(|| self.err(pos, format!("{name}() takes a type name")))?;
+            let ts = args
+                .first()
+                .and_then(type_spec_of)
+                .ok_or_else(|| self.err(pos, format!("{name}() takes a type name")))?;
             self.known_type(&ts, pos)?;
             types = Some(ts);
         } else {
@@ -284,8 +361,14 @@ impl Checker<'_> {
             | Func::Intersect
             | Func::Exclude => input_ty.clone(),
             Func::OfType | Func::As => types.as_ref().map_or(Ty::Unknown, |t| self.fhir_type(t)),
-            Func::Extension => self.model.type_id("Extension").map_or(Ty::Unknown, |id| Ty::nodes(vec![id])),
-            Func::Children | Func::Descendants => Ty::Nodes { ids: vec![], unordered: true },
+            Func::Extension => self
+                .model
+                .type_id("Extension")
+                .map_or(Ty::Unknown, |id| Ty::nodes(vec![id])),
+            Func::Children | Func::Descendants => Ty::Nodes {
+                ids: vec![],
+                unordered: true,
+            },
             Func::Select => {
                 // the type of the projection is not tracked further
                 Ty::Unknown
@@ -295,10 +378,24 @@ impl Checker<'_> {
         // results of children() are nodes of unknown type: keep only the order flag
         let ty = match (&ty, func) {
             (Ty::Nodes { ids, .. }, Func::Children | Func::Descendants) if ids.is_empty() => {
-                Ty::Nodes { ids: vec![], unordered: true }
+                Ty::Nodes {
+                    ids: vec![],
+                    unordered: true,
+                }
             }
             _ => ty,
         };
-        Ok((Expr { kind: ExprKind::Fn { target, func, args: out_args, types }, pos }, ty))
+        Ok((
+            Expr {
+                kind: ExprKind::Fn {
+                    target,
+                    func,
+                    args: out_args,
+                    types,
+                },
+                pos,
+            },
+            ty,
+        ))
     }
 }

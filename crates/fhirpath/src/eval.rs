@@ -18,7 +18,10 @@ pub(crate) struct EvalError {
 pub(crate) type R<T> = Result<T, EvalError>;
 
 pub(crate) fn fail<T>(pos: usize, message: impl Into<String>) -> R<T> {
-    Err(EvalError { pos, message: message.into() })
+    Err(EvalError {
+        pos,
+        message: message.into(),
+    })
 }
 
 /// The evaluation environment of one (sub)expression.
@@ -30,7 +33,12 @@ pub(crate) struct Env<'e, 'a> {
 }
 
 pub(crate) fn evaluate<'a>(expr: &Expression, ctx: &EvalContext<'a>) -> R<Collection<'a>> {
-    let env = Env { ctx, this: None, index: None, total: None };
+    let env = Env {
+        ctx,
+        this: None,
+        index: None,
+        total: None,
+    };
     eval(&expr.root, &ctx.focus, &env)
 }
 
@@ -42,14 +50,19 @@ pub(crate) fn eval<'a>(e: &Expr, focus: &[Item<'a>], env: &Env<'_, 'a>) -> R<Col
             Some(t) => vec![t.clone()],
             None => focus.to_vec(),
         }),
-        ExprKind::IndexVar => Ok(env.index.map(|i| vec![Item::Integer(i as i64)]).unwrap_or_default()),
+        ExprKind::IndexVar => Ok(env
+            .index
+            .map(|i| vec![Item::Integer(i as i64)])
+            .unwrap_or_default()),
         ExprKind::Total => Ok(env.total.cloned().unwrap_or_default()),
         ExprKind::Var(name) => variable(name, e.pos, env),
         ExprKind::Ident(name) => {
             let mut out = Vec::new();
             for item in focus {
                 if let Item::Node(n) = item {
-                    if name.starts_with(|c: char| c.is_ascii_uppercase()) && is_of_type_name(n, name) {
+                    if name.starts_with(|c: char| c.is_ascii_uppercase())
+                        && is_of_type_name(n, name)
+                    {
                         out.push(item.clone());
                         continue;
                     }
@@ -64,7 +77,10 @@ pub(crate) fn eval<'a>(e: &Expr, focus: &[Item<'a>], env: &Env<'_, 'a>) -> R<Col
             for item in &t {
                 match item {
                     Item::Node(n) => children_named(n, name, &mut out),
-                    Item::Type { namespace, name: type_name } => match name.as_str() {
+                    Item::Type {
+                        namespace,
+                        name: type_name,
+                    } => match name.as_str() {
                         "namespace" => out.push(Item::string(*namespace)),
                         "name" => out.push(Item::string(*type_name)),
                         _ => {}
@@ -75,7 +91,12 @@ pub(crate) fn eval<'a>(e: &Expr, focus: &[Item<'a>], env: &Env<'_, 'a>) -> R<Col
             Ok(out)
         }
         ExprKind::Call { name, .. } => fail(e.pos, format!("unresolved function {name}")),
-        ExprKind::Fn { target, func, args, types } => {
+        ExprKind::Fn {
+            target,
+            func,
+            args,
+            types,
+        } => {
             let input = match target {
                 Some(t) => eval(t, focus, env)?,
                 None => match env.this {
@@ -83,20 +104,38 @@ pub(crate) fn eval<'a>(e: &Expr, focus: &[Item<'a>], env: &Env<'_, 'a>) -> R<Col
                     None => focus.to_vec(),
                 },
             };
-            crate::functions::call(*func, input, args, types.as_ref(), target.is_some(), focus, env, e.pos)
+            crate::functions::call(
+                *func,
+                input,
+                args,
+                types.as_ref(),
+                target.is_some(),
+                focus,
+                env,
+                e.pos,
+            )
         }
         ExprKind::Indexer(target, index) => {
             let t = eval(target, focus, env)?;
             let i = eval(index, focus, env)?;
             let idx = match singleton(&i, index.pos)? {
                 None => return Ok(Vec::new()),
-                Some(v) => v.as_integer().ok_or_else(|| EvalError { pos: index.pos, message: "index must be an integer".into() })?,
+                Some(v) => v.as_integer().ok_or_else(|| EvalError {
+                    pos: index.pos,
+                    message: "index must be an integer".into(),
+                })?,
             };
-            Ok(usize::try_from(idx).ok().and_then(|i| t.get(i).cloned()).into_iter().collect())
+            Ok(usize::try_from(idx)
+                .ok()
+                .and_then(|i| t.get(i).cloned())
+                .into_iter()
+                .collect())
         }
         ExprKind::Unary(op, inner) => {
             let v = eval(inner, focus, env)?;
-            let Some(item) = singleton(&v, e.pos)? else { return Ok(Vec::new()) };
+            let Some(item) = singleton(&v, e.pos)? else {
+                return Ok(Vec::new());
+            };
             if *op == UnOp::Pos {
                 return Ok(vec![item.system()]);
             }
@@ -104,7 +143,10 @@ pub(crate) fn eval<'a>(e: &Expr, focus: &[Item<'a>], env: &Env<'_, 'a>) -> R<Col
                 Item::Integer(i) => vec![Item::Integer(-i)],
                 Item::Long(i) => vec![Item::Long(-i)],
                 Item::Decimal(d) => vec![Item::Decimal(-d)],
-                Item::Quantity(q) => vec![Item::Quantity(Quantity { value: -q.value, unit: q.unit })],
+                Item::Quantity(q) => vec![Item::Quantity(Quantity {
+                    value: -q.value,
+                    unit: q.unit,
+                })],
                 other => return fail(e.pos, format!("cannot negate {}", other.type_info().1)),
             })
         }
@@ -147,17 +189,26 @@ fn variable<'a>(name: &str, pos: usize, env: &Env<'_, 'a>) -> R<Collection<'a>> 
     }
     Ok(match name {
         "resource" => ctx.resource.clone().into_iter().collect(),
-        "rootResource" => ctx.root_resource.clone().or_else(|| ctx.resource.clone()).into_iter().collect(),
+        "rootResource" => ctx
+            .root_resource
+            .clone()
+            .or_else(|| ctx.resource.clone())
+            .into_iter()
+            .collect(),
         "context" => ctx.focus.clone(),
         "ucum" => vec![Item::string("http://unitsofmeasure.org")],
         "sct" => vec![Item::string("http://snomed.info/sct")],
         "loinc" => vec![Item::string("http://loinc.org")],
         _ => {
             if let Some(vs) = name.strip_prefix("vs-") {
-                return Ok(vec![Item::string(format!("http://hl7.org/fhir/ValueSet/{vs}"))]);
+                return Ok(vec![Item::string(format!(
+                    "http://hl7.org/fhir/ValueSet/{vs}"
+                ))]);
             }
             if let Some(ext) = name.strip_prefix("ext-") {
-                return Ok(vec![Item::string(format!("http://hl7.org/fhir/StructureDefinition/{ext}"))]);
+                return Ok(vec![Item::string(format!(
+                    "http://hl7.org/fhir/StructureDefinition/{ext}"
+                ))]);
             }
             return fail(pos, format!("undefined variable %{name}"));
         }
@@ -178,7 +229,12 @@ fn is_of_type_name(n: &Node<'_>, name: &str) -> bool {
     Model::r4().is_subtype(n.type_name(), name)
 }
 
-fn push_values<'a>(value: Option<&'a Value>, ext: Option<&'a Value>, ty: impl Fn(&'a Value) -> NodeType, out: &mut Collection<'a>) {
+fn push_values<'a>(
+    value: Option<&'a Value>,
+    ext: Option<&'a Value>,
+    ty: impl Fn(&'a Value) -> NodeType,
+    out: &mut Collection<'a>,
+) {
     match (value, ext) {
         (Some(Value::Array(vs)), ext) => {
             let exts = ext.and_then(Value::as_array);
@@ -188,19 +244,31 @@ fn push_values<'a>(value: Option<&'a Value>, ext: Option<&'a Value>, ty: impl Fn
                 if v.is_none() && e.is_none() {
                     continue;
                 }
-                out.push(Item::Node(Node { value: v, ext: e, ty: v.map_or(NodeType::Unknown, &ty) }));
+                out.push(Item::Node(Node {
+                    value: v,
+                    ext: e,
+                    ty: v.map_or(NodeType::Unknown, &ty),
+                }));
             }
         }
         (None, Some(Value::Array(es))) => {
             for e in es.iter().filter(|e| !e.is_null()) {
-                out.push(Item::Node(Node { value: None, ext: Some(e), ty: NodeType::Unknown }));
+                out.push(Item::Node(Node {
+                    value: None,
+                    ext: Some(e),
+                    ty: NodeType::Unknown,
+                }));
             }
         }
         (Some(Value::Null), None) | (None, None) => {}
         (v, e) => {
             let v = v.filter(|v| !v.is_null());
             let t = v.map_or(NodeType::Unknown, &ty);
-            out.push(Item::Node(Node { value: v, ext: e, ty: t }));
+            out.push(Item::Node(Node {
+                value: v,
+                ext: e,
+                ty: t,
+            }));
         }
     }
 }
@@ -226,7 +294,18 @@ pub(crate) fn children_named<'a>(n: &Node<'a>, name: &str, out: &mut Collection<
         // untyped JSON: plain property access
         let v = obj.get(name);
         let e = obj.get(&format!("_{name}"));
-        push_values(v, e, |v| if v.is_object() { resource_type(v) } else { NodeType::Unknown }, out);
+        push_values(
+            v,
+            e,
+            |v| {
+                if v.is_object() {
+                    resource_type(v)
+                } else {
+                    NodeType::Unknown
+                }
+            },
+            out,
+        );
         return;
     };
     match def.child(name) {
@@ -238,7 +317,12 @@ pub(crate) fn children_named<'a>(n: &Node<'a>, name: &str, out: &mut Collection<
                         if let Some(t) = km.choice_type {
                             let id = model.child_node(m.child, t);
                             let ext = obj.get(&format!("_{k}"));
-                            push_values(Some(v), ext, |_| id.map_or(NodeType::Unknown, NodeType::Known), out);
+                            push_values(
+                                Some(v),
+                                ext,
+                                |_| id.map_or(NodeType::Unknown, NodeType::Known),
+                                out,
+                            );
                         }
                     }
                 }
@@ -258,9 +342,15 @@ pub(crate) fn children_named<'a>(n: &Node<'a>, name: &str, out: &mut Collection<
             }
         }
         Some(m) => {
-            let t: &str = m.choice_type.unwrap_or_else(|| m.child.types.first().map_or("", |t| &**t));
+            let t: &str = m
+                .choice_type
+                .unwrap_or_else(|| m.child.types.first().map_or("", |t| &**t));
             let v = obj.get(name);
-            let e = if model.is_primitive(t) { obj.get(&format!("_{name}")) } else { None };
+            let e = if model.is_primitive(t) {
+                obj.get(&format!("_{name}"))
+            } else {
+                None
+            };
             if t == "Resource" || t == "DomainResource" {
                 push_values(v, None, resource_type, out);
             } else {
@@ -271,7 +361,18 @@ pub(crate) fn children_named<'a>(n: &Node<'a>, name: &str, out: &mut Collection<
         None => {
             // Not in the model (e.g. content of a newer version): still reachable, untyped.
             if let Some(v) = obj.get(name) {
-                push_values(Some(v), obj.get(&format!("_{name}")), |v| if v.is_object() { resource_type(v) } else { NodeType::Unknown }, out);
+                push_values(
+                    Some(v),
+                    obj.get(&format!("_{name}")),
+                    |v| {
+                        if v.is_object() {
+                            resource_type(v)
+                        } else {
+                            NodeType::Unknown
+                        }
+                    },
+                    out,
+                );
             }
         }
     }
@@ -279,7 +380,11 @@ pub(crate) fn children_named<'a>(n: &Node<'a>, name: &str, out: &mut Collection<
 
 /// All children of a node, in document order.
 pub(crate) fn all_children<'a>(n: &Node<'a>, out: &mut Collection<'a>) {
-    let obj = if n.is_primitive() { n.ext.and_then(Value::as_object) } else { n.object() };
+    let obj = if n.is_primitive() {
+        n.ext.and_then(Value::as_object)
+    } else {
+        n.object()
+    };
     let Some(obj) = obj else { return };
     let def = n.def();
     let model = Model::r4();
@@ -296,15 +401,33 @@ pub(crate) fn all_children<'a>(n: &Node<'a>, out: &mut Collection<'a>) {
         let ext = obj.get(&format!("_{k}"));
         match def.and_then(|d| d.child(k)) {
             Some(m) => {
-                let t: &str = m.choice_type.unwrap_or_else(|| m.child.types.first().map_or("", |t| &**t));
+                let t: &str = m
+                    .choice_type
+                    .unwrap_or_else(|| m.child.types.first().map_or("", |t| &**t));
                 if t == "Resource" || t == "DomainResource" {
                     push_values(Some(v), None, resource_type, out);
                 } else {
                     let id = model.child_node(m.child, t);
-                    push_values(Some(v), ext, |_| id.map_or(NodeType::Unknown, NodeType::Known), out);
+                    push_values(
+                        Some(v),
+                        ext,
+                        |_| id.map_or(NodeType::Unknown, NodeType::Known),
+                        out,
+                    );
                 }
             }
-            None => push_values(Some(v), ext, |v| if v.is_object() { resource_type(v) } else { NodeType::Unknown }, out),
+            None => push_values(
+                Some(v),
+                ext,
+                |v| {
+                    if v.is_object() {
+                        resource_type(v)
+                    } else {
+                        NodeType::Unknown
+                    }
+                },
+                out,
+            ),
         }
     }
 }
@@ -362,7 +485,14 @@ fn to_bool_3(c: &[Item<'_>], pos: usize) -> R<Option<bool>> {
     }
 }
 
-fn binary<'a>(op: BinOp, l: &Expr, r: &Expr, focus: &[Item<'a>], env: &Env<'_, 'a>, pos: usize) -> R<Collection<'a>> {
+fn binary<'a>(
+    op: BinOp,
+    l: &Expr,
+    r: &Expr,
+    focus: &[Item<'a>],
+    env: &Env<'_, 'a>,
+    pos: usize,
+) -> R<Collection<'a>> {
     // Logical operators: three-valued, with short-circuit where the answer is known.
     match op {
         BinOp::And | BinOp::Or | BinOp::Xor | BinOp::Implies => {
@@ -419,17 +549,26 @@ fn binary<'a>(op: BinOp, l: &Expr, r: &Expr, focus: &[Item<'a>], env: &Env<'_, '
                 return Ok(Vec::new());
             }
             let eq = collections_equal(&a, &b);
-            Ok(eq.map(|e| Item::Boolean(if op == BinOp::Eq { e } else { !e })).into_iter().collect())
+            Ok(eq
+                .map(|e| Item::Boolean(if op == BinOp::Eq { e } else { !e }))
+                .into_iter()
+                .collect())
         }
         BinOp::Equiv | BinOp::NotEquiv => {
             let eq = collections_equivalent(&a, &b);
-            Ok(vec![Item::Boolean(if op == BinOp::Equiv { eq } else { !eq })])
+            Ok(vec![Item::Boolean(if op == BinOp::Equiv {
+                eq
+            } else {
+                !eq
+            })])
         }
         BinOp::Lt | BinOp::Gt | BinOp::Le | BinOp::Ge => {
             let (Some(x), Some(y)) = (singleton(&a, l.pos)?, singleton(&b, r.pos)?) else {
                 return Ok(Vec::new());
             };
-            let Some(ord) = compare(x, y, pos)? else { return Ok(Vec::new()) };
+            let Some(ord) = compare(x, y, pos)? else {
+                return Ok(Vec::new());
+            };
             let res = match op {
                 BinOp::Lt => ord == Ordering::Less,
                 BinOp::Gt => ord == Ordering::Greater,
@@ -439,17 +578,26 @@ fn binary<'a>(op: BinOp, l: &Expr, r: &Expr, focus: &[Item<'a>], env: &Env<'_, '
             Ok(vec![Item::Boolean(res)])
         }
         BinOp::In | BinOp::Contains => {
-            let (elem, coll, epos) = if op == BinOp::In { (&a, &b, l.pos) } else { (&b, &a, r.pos) };
+            let (elem, coll, epos) = if op == BinOp::In {
+                (&a, &b, l.pos)
+            } else {
+                (&b, &a, r.pos)
+            };
             match singleton(elem, epos)? {
                 None => Ok(Vec::new()),
-                Some(x) => Ok(vec![Item::Boolean(coll.iter().any(|c| equals(x, c) == Some(true)))]),
+                Some(x) => Ok(vec![Item::Boolean(
+                    coll.iter().any(|c| equals(x, c) == Some(true)),
+                )]),
             }
         }
         BinOp::Concat => {
             let s = |c: &[Item<'a>], p| -> R<String> {
                 Ok(match singleton(c, p)? {
                     None => String::new(),
-                    Some(i) => i.as_str().map(|s| s.to_string()).ok_or_else(|| EvalError { pos: p, message: "& needs strings".into() })?,
+                    Some(i) => i.as_str().map(|s| s.to_string()).ok_or_else(|| EvalError {
+                        pos: p,
+                        message: "& needs strings".into(),
+                    })?,
                 })
             };
             Ok(vec![Item::string(s(&a, l.pos)? + &s(&b, r.pos)?)])
@@ -474,7 +622,10 @@ fn to_dec(i: &Item<'_>) -> Option<Decimal> {
 fn arithmetic<'a>(op: BinOp, x: &Item<'a>, y: &Item<'a>, pos: usize) -> R<Collection<'a>> {
     use Item::*;
     let out: Option<Item<'a>> = match (x, y) {
-        (Integer(a), Integer(b)) | (Long(a), Long(b)) | (Integer(a), Long(b)) | (Long(a), Integer(b)) => {
+        (Integer(a), Integer(b))
+        | (Long(a), Long(b))
+        | (Integer(a), Long(b))
+        | (Long(a), Integer(b)) => {
             let long = matches!(x, Long(_)) || matches!(y, Long(_));
             let wrap = |v: Option<i64>| -> Option<Item<'a>> {
                 let v = v?;
@@ -506,7 +657,9 @@ fn arithmetic<'a>(op: BinOp, x: &Item<'a>, y: &Item<'a>, pos: usize) -> R<Collec
                     if *b == 0 {
                         None
                     } else {
-                        rust_decimal::Decimal::from(*a).checked_div(rust_decimal::Decimal::from(*b)).map(|d| Decimal(d.normalize()))
+                        rust_decimal::Decimal::from(*a)
+                            .checked_div(rust_decimal::Decimal::from(*b))
+                            .map(|d| Decimal(d.normalize()))
                     }
                 }
                 _ => None,
@@ -529,7 +682,9 @@ fn arithmetic<'a>(op: BinOp, x: &Item<'a>, y: &Item<'a>, pos: usize) -> R<Collec
                     if b.is_zero() {
                         None
                     } else {
-                        a.checked_div(b).and_then(|d| d.trunc().to_i64()).map(Integer)
+                        a.checked_div(b)
+                            .and_then(|d| d.trunc().to_i64())
+                            .map(Integer)
                     }
                 }
                 BinOp::Mod => {
@@ -542,7 +697,9 @@ fn arithmetic<'a>(op: BinOp, x: &Item<'a>, y: &Item<'a>, pos: usize) -> R<Collec
                 _ => None,
             }
         }
-        (String(a), String(b)) if op == BinOp::Add => Some(Item::string(format!("{}{}", &**a, &**b))),
+        (String(a), String(b)) if op == BinOp::Add => {
+            Some(Item::string(format!("{}{}", &**a, &**b)))
+        }
         (Date(d), Quantity(q)) | (DateTime(d), Quantity(q)) => {
             let sign = match op {
                 BinOp::Add => 1.0,
@@ -551,10 +708,22 @@ fn arithmetic<'a>(op: BinOp, x: &Item<'a>, y: &Item<'a>, pos: usize) -> R<Collec
             };
             // UCUM years and months ('a', 'mo') are mean lengths, not calendar units
             if !is_time_unit(&q.unit) || &*q.unit == "a" || &*q.unit == "mo" {
-                return fail(pos, format!("cannot add '{}' to a date: use a calendar duration (year, month, ...)", q.unit));
+                return fail(
+                    pos,
+                    format!(
+                        "cannot add '{}' to a date: use a calendar duration (year, month, ...)",
+                        q.unit
+                    ),
+                );
             }
             let v = q.value.to_f64().unwrap_or(0.0) * sign;
-            d.add(v, &q.unit).map(|r| if matches!(x, Date(_)) { Date(r) } else { DateTime(r) })
+            d.add(v, &q.unit).map(|r| {
+                if matches!(x, Date(_)) {
+                    Date(r)
+                } else {
+                    DateTime(r)
+                }
+            })
         }
         (Time(t), Quantity(q)) => {
             let sign = match op {
@@ -562,28 +731,47 @@ fn arithmetic<'a>(op: BinOp, x: &Item<'a>, y: &Item<'a>, pos: usize) -> R<Collec
                 BinOp::Sub => -1.0,
                 _ => return fail(pos, "only + and - apply to times"),
             };
-            t.add(q.value.to_f64().unwrap_or(0.0) * sign, &q.unit).map(Time)
+            t.add(q.value.to_f64().unwrap_or(0.0) * sign, &q.unit)
+                .map(Time)
         }
         (Quantity(a), Quantity(b)) => quantity_arith(op, a, b),
         (Quantity(a), Integer(_) | Long(_) | Decimal(_)) => {
             let n = to_dec(y).unwrap_or_default();
             match op {
-                BinOp::Mul => a.value.checked_mul(n).map(|v| Quantity(crate::Quantity { value: v, unit: a.unit.clone() })),
-                BinOp::DivDec if !n.is_zero() => {
-                    a.value.checked_div(n).map(|v| Quantity(crate::Quantity { value: v.normalize(), unit: a.unit.clone() }))
-                }
+                BinOp::Mul => a.value.checked_mul(n).map(|v| {
+                    Quantity(crate::Quantity {
+                        value: v,
+                        unit: a.unit.clone(),
+                    })
+                }),
+                BinOp::DivDec if !n.is_zero() => a.value.checked_div(n).map(|v| {
+                    Quantity(crate::Quantity {
+                        value: v.normalize(),
+                        unit: a.unit.clone(),
+                    })
+                }),
                 BinOp::DivDec => None,
                 _ => return fail(pos, "invalid quantity arithmetic"),
             }
         }
         (Integer(_) | Long(_) | Decimal(_), Quantity(b)) if op == BinOp::Mul => {
             let n = to_dec(x).unwrap_or_default();
-            n.checked_mul(b.value).map(|v| Quantity(crate::Quantity { value: v, unit: b.unit.clone() }))
+            n.checked_mul(b.value).map(|v| {
+                Quantity(crate::Quantity {
+                    value: v,
+                    unit: b.unit.clone(),
+                })
+            })
         }
         _ => {
             return fail(
                 pos,
-                format!("cannot apply {:?} to {} and {}", op, x.type_info().1, y.type_info().1),
+                format!(
+                    "cannot apply {:?} to {} and {}",
+                    op,
+                    x.type_info().1,
+                    y.type_info().1
+                ),
             )
         }
     };
@@ -597,9 +785,20 @@ fn is_time_unit(u: &str) -> bool {
 fn quantity_arith<'a>(op: BinOp, a: &Quantity, b: &Quantity) -> Option<Item<'a>> {
     match op {
         BinOp::Add | BinOp::Sub => {
-            let bv = if a.unit == b.unit { b.value } else { crate::ucum::convert(b.value, &b.unit, &a.unit)? };
-            let v = if op == BinOp::Add { a.value.checked_add(bv)? } else { a.value.checked_sub(bv)? };
-            Some(Item::Quantity(Quantity { value: v, unit: a.unit.clone() }))
+            let bv = if a.unit == b.unit {
+                b.value
+            } else {
+                crate::ucum::convert(b.value, &b.unit, &a.unit)?
+            };
+            let v = if op == BinOp::Add {
+                a.value.checked_add(bv)?
+            } else {
+                a.value.checked_sub(bv)?
+            };
+            Some(Item::Quantity(Quantity {
+                value: v,
+                unit: a.unit.clone(),
+            }))
         }
         BinOp::Mul => {
             let v = a.value.checked_mul(b.value)?;
@@ -620,7 +819,10 @@ fn quantity_arith<'a>(op: BinOp, a: &Quantity, b: &Quantity) -> Option<Item<'a>>
             } else {
                 (b.value, format!("({})/({})", a.unit, b.unit))
             };
-            Some(Item::Quantity(Quantity::new(a.value.checked_div(bv)?.normalize(), &unit)))
+            Some(Item::Quantity(Quantity::new(
+                a.value.checked_div(bv)?.normalize(),
+                &unit,
+            )))
         }
         _ => None,
     }
@@ -639,7 +841,9 @@ pub(crate) fn equals(a: &Item<'_>, b: &Item<'_>) -> Option<bool> {
         (Quantity(p), Quantity(q)) => p.compare(q).map(|o| o == Ordering::Equal),
         (Boolean(p), Boolean(q)) => Some(p == q),
         (String(p), String(q)) => Some(**p == **q),
-        (Date(p) | DateTime(p), Date(q) | DateTime(q)) => p.compare(q).map(|o| o == Ordering::Equal),
+        (Date(p) | DateTime(p), Date(q) | DateTime(q)) => {
+            p.compare(q).map(|o| o == Ordering::Equal)
+        }
         (Time(p), Time(q)) => p.compare(q).map(|o| o == Ordering::Equal),
         _ => match (to_dec(&x), to_dec(&y)) {
             (Some(p), Some(q)) => Some(p == q),
@@ -660,7 +864,9 @@ pub(crate) fn equivalent(a: &Item<'_>, b: &Item<'_>) -> bool {
         (Date(p) | DateTime(p), Date(q) | DateTime(q)) => {
             level(p.precision) == level(q.precision) && p.compare(q) == Some(Ordering::Equal)
         }
-        (Time(p), Time(q)) => level(p.precision) == level(q.precision) && p.compare(q) == Some(Ordering::Equal),
+        (Time(p), Time(q)) => {
+            level(p.precision) == level(q.precision) && p.compare(q) == Some(Ordering::Equal)
+        }
         (Quantity(_), _) | (_, Quantity(_)) => match (a.as_quantity(), b.as_quantity()) {
             (Some(p), Some(q)) => p.equivalent(&q),
             _ => false,
@@ -686,7 +892,10 @@ pub(crate) fn equivalent(a: &Item<'_>, b: &Item<'_>) -> bool {
 }
 
 fn normalize_ws(s: &str) -> std::string::String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 pub(crate) fn collections_equal(a: &[Item<'_>], b: &[Item<'_>]) -> Option<bool> {
@@ -733,14 +942,23 @@ pub(crate) fn compare(a: &Item<'_>, b: &Item<'_>, pos: usize) -> R<Option<Orderi
         (String(p), String(q)) => Some((**p).cmp(&**q)),
         (Date(p) | DateTime(p), Date(q) | DateTime(q)) => p.compare(q),
         (Time(p), Time(q)) => p.compare(q),
-        (Quantity(_) | Node(_), Quantity(_) | Node(_)) => match (a.as_quantity(), b.as_quantity()) {
-            (Some(p), Some(q)) => p.compare(&q),
-            _ => return fail(pos, "cannot compare these values"),
-        },
+        (Quantity(_) | Node(_), Quantity(_) | Node(_)) => {
+            match (a.as_quantity(), b.as_quantity()) {
+                (Some(p), Some(q)) => p.compare(&q),
+                _ => return fail(pos, "cannot compare these values"),
+            }
+        }
         _ => match (to_dec(&x), to_dec(&y)) {
             (Some(p), Some(q)) => Some(p.cmp(&q)),
             _ => {
-                return fail(pos, format!("cannot compare {} with {}", x.type_info().1, y.type_info().1));
+                return fail(
+                    pos,
+                    format!(
+                        "cannot compare {} with {}",
+                        x.type_info().1,
+                        y.type_info().1
+                    ),
+                );
             }
         },
     })
@@ -748,5 +966,8 @@ pub(crate) fn compare(a: &Item<'_>, b: &Item<'_>, pos: usize) -> R<Option<Orderi
 
 /// A String item's text, or an error naming the function.
 pub(crate) fn string_of<'a>(item: &Item<'a>, func: &str, pos: usize) -> R<Str<'a>> {
-    item.as_str().ok_or_else(|| EvalError { pos, message: format!("{func}() needs a string, got {}", item.type_info().1) })
+    item.as_str().ok_or_else(|| EvalError {
+        pos,
+        message: format!("{func}() needs a string, got {}", item.type_info().1),
+    })
 }

@@ -3,8 +3,8 @@
 
 use crate::ast::{Expr, ExprKind, Func, TypeSpec, UnOp};
 use crate::eval::{
-    all_children, children_named, compare, equals, eval, fail, is_exact_type, is_type, singleton, string_of,
-    Env, EvalError, R,
+    all_children, children_named, compare, equals, eval, fail, is_exact_type, is_type, singleton,
+    string_of, Env, EvalError, R,
 };
 use crate::temporal::{DateTime, Time};
 use crate::ucum;
@@ -60,8 +60,19 @@ impl<'a> Call<'_, '_, 'a> {
         self.lambda_total(i, item, index, None)
     }
 
-    fn lambda_total(&self, i: usize, item: &Item<'a>, index: usize, total: Option<&Collection<'a>>) -> R<Collection<'a>> {
-        let env = Env { ctx: self.env.ctx, this: Some(item), index: Some(index), total: total.or(self.env.total) };
+    fn lambda_total(
+        &self,
+        i: usize,
+        item: &Item<'a>,
+        index: usize,
+        total: Option<&Collection<'a>>,
+    ) -> R<Collection<'a>> {
+        let env = Env {
+            ctx: self.env.ctx,
+            this: Some(item),
+            index: Some(index),
+            total: total.or(self.env.total),
+        };
         let focus = std::slice::from_ref(item);
         eval(&self.args[i], focus, &env)
     }
@@ -75,7 +86,11 @@ impl<'a> Call<'_, '_, 'a> {
                 Some(v) => Ok(v),
                 None => self.err(format!("{}() criteria must be boolean", self.name)),
             },
-            _ => self.err(format!("{}() criteria returned {} items", self.name, c.len())),
+            _ => self.err(format!(
+                "{}() criteria returned {} items",
+                self.name,
+                c.len()
+            )),
         }
     }
 
@@ -88,7 +103,11 @@ fn single<'a>(input: &[Item<'a>], c: &Call<'_, '_, 'a>) -> R<Option<Item<'a>>> {
     match input {
         [] => Ok(None),
         [i] => Ok(Some(i.system())),
-        _ => c.err(format!("{}() needs a single input item, got {}", c.name, input.len())),
+        _ => c.err(format!(
+            "{}() needs a single input item, got {}",
+            c.name,
+            input.len()
+        )),
     }
 }
 
@@ -121,7 +140,13 @@ pub(crate) fn call<'a>(
     env: &Env<'_, 'a>,
     pos: usize,
 ) -> R<Collection<'a>> {
-    let c = Call { args, focus, env, pos, name: func.name() };
+    let c = Call {
+        args,
+        focus,
+        env,
+        pos,
+        name: func.name(),
+    };
     use Func::*;
     match func {
         Empty => boolean(input.is_empty()),
@@ -161,8 +186,15 @@ pub(crate) fn call<'a>(
         }
         SubsetOf | SupersetOf => {
             let other = c.arg(0)?;
-            let (sub, sup) = if func == SubsetOf { (&input, &other) } else { (&other, &input) };
-            boolean(sub.iter().all(|x| sup.iter().any(|y| equals(x, y) == Some(true))))
+            let (sub, sup) = if func == SubsetOf {
+                (&input, &other)
+            } else {
+                (&other, &input)
+            };
+            boolean(
+                sub.iter()
+                    .all(|x| sup.iter().any(|y| equals(x, y) == Some(true))),
+            )
         }
         Count => Ok(vec![Item::Integer(input.len() as i64)]),
         Distinct => Ok(distinct(input)),
@@ -209,11 +241,17 @@ pub(crate) fn call<'a>(
             Ok(out)
         }
         OfType => {
-            let ts = types.ok_or_else(|| EvalError { pos, message: "ofType() needs a type".into() })?;
+            let ts = types.ok_or_else(|| EvalError {
+                pos,
+                message: "ofType() needs a type".into(),
+            })?;
             Ok(input.into_iter().filter(|i| is_exact_type(i, ts)).collect())
         }
         Is => {
-            let ts = types.ok_or_else(|| EvalError { pos, message: "is() needs a type".into() })?;
+            let ts = types.ok_or_else(|| EvalError {
+                pos,
+                message: "is() needs a type".into(),
+            })?;
             match input.as_slice() {
                 [] => Ok(vec![]),
                 [i] => boolean(is_type(i, ts)),
@@ -221,7 +259,10 @@ pub(crate) fn call<'a>(
             }
         }
         As => {
-            let ts = types.ok_or_else(|| EvalError { pos, message: "as() needs a type".into() })?;
+            let ts = types.ok_or_else(|| EvalError {
+                pos,
+                message: "as() needs a type".into(),
+            })?;
             if input.len() > 1 {
                 return c.err("as() needs a single item");
             }
@@ -236,17 +277,25 @@ pub(crate) fn call<'a>(
         Tail => Ok(input.into_iter().skip(1).collect()),
         Skip => {
             let n = c.arg_int(0)?.unwrap_or(0);
-            Ok(input.into_iter().skip(usize::try_from(n).unwrap_or(0)).collect())
+            Ok(input
+                .into_iter()
+                .skip(usize::try_from(n).unwrap_or(0))
+                .collect())
         }
         Take => {
             let n = c.arg_int(0)?.unwrap_or(0);
-            Ok(input.into_iter().take(usize::try_from(n).unwrap_or(0)).collect())
+            Ok(input
+                .into_iter()
+                .take(usize::try_from(n).unwrap_or(0))
+                .collect())
         }
         Intersect => {
             let other = c.arg(0)?;
             let mut out: Collection<'a> = Vec::new();
             for i in input {
-                if other.iter().any(|o| equals(o, &i) == Some(true)) && !out.iter().any(|o| equals(o, &i) == Some(true)) {
+                if other.iter().any(|o| equals(o, &i) == Some(true))
+                    && !out.iter().any(|o| equals(o, &i) == Some(true))
+                {
                     out.push(i);
                 }
             }
@@ -254,7 +303,10 @@ pub(crate) fn call<'a>(
         }
         Exclude => {
             let other = c.arg(0)?;
-            Ok(input.into_iter().filter(|i| !other.iter().any(|o| equals(o, i) == Some(true))).collect())
+            Ok(input
+                .into_iter()
+                .filter(|i| !other.iter().any(|o| equals(o, i) == Some(true)))
+                .collect())
         }
         Union => {
             let mut all = input;
@@ -267,24 +319,42 @@ pub(crate) fn call<'a>(
             Ok(all)
         }
         Iif => iif(&c, input, has_target),
-        ToBoolean => opt(single(&input, &c)?.and_then(|i| to_boolean(&i)).map(Item::Boolean)),
+        ToBoolean => opt(single(&input, &c)?
+            .and_then(|i| to_boolean(&i))
+            .map(Item::Boolean)),
         ConvertsToBoolean => convertible(single(&input, &c)?, |i| to_boolean(i).is_some()),
-        ToInteger => opt(single(&input, &c)?.and_then(|i| to_integer(&i)).map(Item::Integer)),
+        ToInteger => opt(single(&input, &c)?
+            .and_then(|i| to_integer(&i))
+            .map(Item::Integer)),
         ConvertsToInteger => convertible(single(&input, &c)?, |i| to_integer(i).is_some()),
-        ToLong => opt(single(&input, &c)?.and_then(|i| to_integer_wide(&i)).map(Item::Long)),
+        ToLong => opt(single(&input, &c)?
+            .and_then(|i| to_integer_wide(&i))
+            .map(Item::Long)),
         ConvertsToLong => convertible(single(&input, &c)?, |i| to_integer_wide(i).is_some()),
-        ToDecimal => opt(single(&input, &c)?.and_then(|i| to_decimal(&i)).map(Item::Decimal)),
+        ToDecimal => opt(single(&input, &c)?
+            .and_then(|i| to_decimal(&i))
+            .map(Item::Decimal)),
         ConvertsToDecimal => convertible(single(&input, &c)?, |i| to_decimal(i).is_some()),
-        ToString => opt(single(&input, &c)?.and_then(|i| to_string(&i)).map(Item::string)),
+        ToString => opt(single(&input, &c)?
+            .and_then(|i| to_string(&i))
+            .map(Item::string)),
         ConvertsToString => convertible(single(&input, &c)?, |i| to_string(i).is_some()),
-        ToDate => opt(single(&input, &c)?.and_then(|i| to_date(&i)).map(Item::Date)),
+        ToDate => opt(single(&input, &c)?
+            .and_then(|i| to_date(&i))
+            .map(Item::Date)),
         ConvertsToDate => convertible(single(&input, &c)?, |i| to_date(i).is_some()),
-        ToDateTime => opt(single(&input, &c)?.and_then(|i| to_datetime(&i)).map(Item::DateTime)),
+        ToDateTime => opt(single(&input, &c)?
+            .and_then(|i| to_datetime(&i))
+            .map(Item::DateTime)),
         ConvertsToDateTime => convertible(single(&input, &c)?, |i| to_datetime(i).is_some()),
-        ToTime => opt(single(&input, &c)?.and_then(|i| to_time(&i)).map(Item::Time)),
+        ToTime => opt(single(&input, &c)?
+            .and_then(|i| to_time(&i))
+            .map(Item::Time)),
         ConvertsToTime => convertible(single(&input, &c)?, |i| to_time(i).is_some()),
         ToQuantity | ConvertsToQuantity => {
-            let Some(raw) = input.first() else { return Ok(vec![]) };
+            let Some(raw) = input.first() else {
+                return Ok(vec![]);
+            };
             if input.len() > 1 {
                 return c.err(format!("{}() needs a single input item", c.name));
             }
@@ -304,16 +374,30 @@ pub(crate) fn call<'a>(
             }
         }
         IndexOf | LastIndexOf => {
-            let Some(s) = single(&input, &c)? else { return Ok(vec![]) };
+            let Some(s) = single(&input, &c)? else {
+                return Ok(vec![]);
+            };
             let s = string_of(&s, c.name, pos)?;
-            let Some(sub) = c.arg_str(0)? else { return Ok(vec![]) };
-            let found = if func == IndexOf { s.find(&sub) } else { s.rfind(&sub) };
-            Ok(vec![Item::Integer(found.map_or(-1, |b| s[..b].chars().count() as i64))])
+            let Some(sub) = c.arg_str(0)? else {
+                return Ok(vec![]);
+            };
+            let found = if func == IndexOf {
+                s.find(&sub)
+            } else {
+                s.rfind(&sub)
+            };
+            Ok(vec![Item::Integer(
+                found.map_or(-1, |b| s[..b].chars().count() as i64),
+            )])
         }
         Substring => {
-            let Some(s) = single(&input, &c)? else { return Ok(vec![]) };
+            let Some(s) = single(&input, &c)? else {
+                return Ok(vec![]);
+            };
             let s = string_of(&s, c.name, pos)?;
-            let Some(start) = c.arg_int(0)? else { return Ok(vec![]) };
+            let Some(start) = c.arg_int(0)? else {
+                return Ok(vec![]);
+            };
             let chars: Vec<char> = s.chars().collect();
             if start < 0 || start as usize >= chars.len() {
                 return Ok(vec![]);
@@ -324,12 +408,18 @@ pub(crate) fn call<'a>(
                 None => chars.len(),
             };
             let end = (start as usize).saturating_add(len).min(chars.len());
-            Ok(vec![Item::string(chars[start as usize..end].iter().collect::<String>())])
+            Ok(vec![Item::string(
+                chars[start as usize..end].iter().collect::<String>(),
+            )])
         }
         StartsWith | EndsWith | ContainsStr => {
-            let Some(s) = single(&input, &c)? else { return Ok(vec![]) };
+            let Some(s) = single(&input, &c)? else {
+                return Ok(vec![]);
+            };
             let s = string_of(&s, c.name, pos)?;
-            let Some(sub) = c.arg_str(0)? else { return Ok(vec![]) };
+            let Some(sub) = c.arg_str(0)? else {
+                return Ok(vec![]);
+            };
             boolean(match func {
                 StartsWith => s.starts_with(&sub),
                 EndsWith => s.ends_with(&sub),
@@ -337,7 +427,9 @@ pub(crate) fn call<'a>(
             })
         }
         Upper | Lower | Trim | Length | ToChars => {
-            let Some(s) = single(&input, &c)? else { return Ok(vec![]) };
+            let Some(s) = single(&input, &c)? else {
+                return Ok(vec![]);
+            };
             let s = string_of(&s, c.name, pos)?;
             Ok(match func {
                 Upper => vec![Item::string(s.to_uppercase())],
@@ -348,9 +440,13 @@ pub(crate) fn call<'a>(
             })
         }
         Replace => {
-            let Some(s) = single(&input, &c)? else { return Ok(vec![]) };
+            let Some(s) = single(&input, &c)? else {
+                return Ok(vec![]);
+            };
             let s = string_of(&s, c.name, pos)?;
-            let (Some(pat), Some(rep)) = (c.arg_str(0)?, c.arg_str(1)?) else { return Ok(vec![]) };
+            let (Some(pat), Some(rep)) = (c.arg_str(0)?, c.arg_str(1)?) else {
+                return Ok(vec![]);
+            };
             if pat.is_empty() {
                 // insert the replacement around every character
                 let mut out = rep.clone();
@@ -363,9 +459,13 @@ pub(crate) fn call<'a>(
             Ok(vec![Item::string(s.replace(&pat, &rep))])
         }
         Matches | MatchesFull | ReplaceMatches => {
-            let Some(s) = single(&input, &c)? else { return Ok(vec![]) };
+            let Some(s) = single(&input, &c)? else {
+                return Ok(vec![]);
+            };
             let s = string_of(&s, c.name, pos)?;
-            let Some(pat) = c.arg_str(0)? else { return Ok(vec![]) };
+            let Some(pat) = c.arg_str(0)? else {
+                return Ok(vec![]);
+            };
             let flags_arg = if func == ReplaceMatches { 2 } else { 1 };
             let flags = c.arg_str(flags_arg)?.unwrap_or_default();
             let mut prefix = String::new();
@@ -375,23 +475,42 @@ pub(crate) fn call<'a>(
                     _ => return c.err(format!("unknown regex flag '{f}'")),
                 }
             }
-            let body = if func == MatchesFull { format!("^(?:{pat})$") } else { pat };
+            let body = if func == MatchesFull {
+                format!("^(?:{pat})$")
+            } else {
+                pat
+            };
             // FHIRPath regexes are single-line by default: '.' matches newlines
-            let full = if prefix.is_empty() { format!("(?s){body}") } else { format!("(?s{prefix}){body}") };
-            let re = regex::Regex::new(&full).map_err(|e| EvalError { pos, message: format!("invalid regex: {e}") })?;
+            let full = if prefix.is_empty() {
+                format!("(?s){body}")
+            } else {
+                format!("(?s{prefix}){body}")
+            };
+            let re = regex::Regex::new(&full).map_err(|e| EvalError {
+                pos,
+                message: format!("invalid regex: {e}"),
+            })?;
             if func == ReplaceMatches {
-                let Some(rep) = c.arg_str(1)? else { return Ok(vec![]) };
+                let Some(rep) = c.arg_str(1)? else {
+                    return Ok(vec![]);
+                };
                 if body.is_empty() {
                     return Ok(vec![Item::string(s.to_string())]);
                 }
-                return Ok(vec![Item::string(re.replace_all(&s, rep.as_str()).into_owned())]);
+                return Ok(vec![Item::string(
+                    re.replace_all(&s, rep.as_str()).into_owned(),
+                )]);
             }
             boolean(re.is_match(&s))
         }
         Split => {
-            let Some(s) = single(&input, &c)? else { return Ok(vec![]) };
+            let Some(s) = single(&input, &c)? else {
+                return Ok(vec![]);
+            };
             let s = string_of(&s, c.name, pos)?;
-            let Some(sep) = c.arg_str(0)? else { return Ok(vec![]) };
+            let Some(sep) = c.arg_str(0)? else {
+                return Ok(vec![]);
+            };
             Ok(s.split(sep.as_str()).map(Item::string).collect())
         }
         Join => {
@@ -403,12 +522,18 @@ pub(crate) fn call<'a>(
             Ok(vec![Item::string(parts.join(&sep))])
         }
         Encode | Decode | Escape | Unescape => {
-            let Some(s) = single(&input, &c)? else { return Ok(vec![]) };
+            let Some(s) = single(&input, &c)? else {
+                return Ok(vec![]);
+            };
             let s = string_of(&s, c.name, pos)?;
-            let Some(fmt) = c.arg_str(0)? else { return Ok(vec![]) };
+            let Some(fmt) = c.arg_str(0)? else {
+                return Ok(vec![]);
+            };
             opt(codec(func, &s, &fmt).map(Item::string))
         }
-        Abs | Ceiling | Floor | Truncate | Exp | Ln | Sqrt | Round | Log | Power => math(func, &input, &c),
+        Abs | Ceiling | Floor | Truncate | Exp | Ln | Sqrt | Round | Log | Power => {
+            math(func, &input, &c)
+        }
         Children => {
             let mut out = Vec::new();
             for i in &input {
@@ -445,7 +570,8 @@ pub(crate) fn call<'a>(
                 } else {
                     input.clone()
                 };
-                sink.borrow_mut().push((label, shown.iter().map(Item::to_json).collect()));
+                sink.borrow_mut()
+                    .push((label, shown.iter().map(Item::to_json).collect()));
             }
             Ok(input)
         }
@@ -453,8 +579,22 @@ pub(crate) fn call<'a>(
             let now = now_utc();
             Ok(vec![match func {
                 Now => Item::DateTime(now),
-                Today => Item::Date(DateTime { precision: crate::Precision::Day, tz: None, hour: 0, minute: 0, second: 0, millis: 0, ..now }),
-                _ => Item::Time(Time { hour: now.hour, minute: now.minute, second: now.second, millis: now.millis, precision: crate::Precision::Millisecond }),
+                Today => Item::Date(DateTime {
+                    precision: crate::Precision::Day,
+                    tz: None,
+                    hour: 0,
+                    minute: 0,
+                    second: 0,
+                    millis: 0,
+                    ..now
+                }),
+                _ => Item::Time(Time {
+                    hour: now.hour,
+                    minute: now.minute,
+                    second: now.second,
+                    millis: now.millis,
+                    precision: crate::Precision::Millisecond,
+                }),
             }])
         }
         Aggregate => {
@@ -479,12 +619,16 @@ pub(crate) fn call<'a>(
         },
         Sort => sort(&c, input),
         LowBoundary | HighBoundary => {
-            let Some(v) = single(&input, &c)? else { return Ok(vec![]) };
+            let Some(v) = single(&input, &c)? else {
+                return Ok(vec![]);
+            };
             let digits = c.arg_int(0)?;
             opt(boundary(&v, func == HighBoundary, digits))
         }
         Precision => {
-            let Some(v) = single(&input, &c)? else { return Ok(vec![]) };
+            let Some(v) = single(&input, &c)? else {
+                return Ok(vec![]);
+            };
             Ok(match v {
                 Item::Decimal(d) => vec![Item::Integer(i64::from(d.scale()))],
                 Item::Integer(_) | Item::Long(_) => vec![Item::Integer(0)],
@@ -495,30 +639,50 @@ pub(crate) fn call<'a>(
             })
         }
         Comparable => {
-            let Some(a) = input.first().and_then(Item::as_quantity) else { return Ok(vec![]) };
-            let Some(b) = c.arg1(0)?.and_then(|b| b.as_quantity()) else { return Ok(vec![]) };
-            let ok = match (ucum::to_canonical(a.value, &a.unit), ucum::to_canonical(b.value, &b.unit)) {
-                (Some((_, ca)), Some((_, cb))) => ca.dims == cb.dims && ca.arbitrary == cb.arbitrary,
+            let Some(a) = input.first().and_then(Item::as_quantity) else {
+                return Ok(vec![]);
+            };
+            let Some(b) = c.arg1(0)?.and_then(|b| b.as_quantity()) else {
+                return Ok(vec![]);
+            };
+            let ok = match (
+                ucum::to_canonical(a.value, &a.unit),
+                ucum::to_canonical(b.value, &b.unit),
+            ) {
+                (Some((_, ca)), Some((_, cb))) => {
+                    ca.dims == cb.dims && ca.arbitrary == cb.arbitrary
+                }
                 _ => a.unit == b.unit,
             };
             boolean(ok)
         }
         Extension => {
-            let Some(url) = c.arg_str(0)? else { return Ok(vec![]) };
+            let Some(url) = c.arg_str(0)? else {
+                return Ok(vec![]);
+            };
             let mut out = Vec::new();
             for i in &input {
                 if let Item::Node(n) = i {
                     let mut exts = Vec::new();
                     children_named(n, "extension", &mut exts);
-                    out.extend(exts.into_iter().filter(|e| match e {
-                        Item::Node(en) => en.object().and_then(|o| o.get("url")).and_then(Value::as_str) == Some(url.as_str()),
-                        _ => false,
+                    out.extend(exts.into_iter().filter(|e| {
+                        match e {
+                            Item::Node(en) => {
+                                en.object()
+                                    .and_then(|o| o.get("url"))
+                                    .and_then(Value::as_str)
+                                    == Some(url.as_str())
+                            }
+                            _ => false,
+                        }
                     }));
                 }
             }
             Ok(out)
         }
-        HasValue => boolean(matches!(input.as_slice(), [Item::Node(n)] if n.is_primitive() && n.value.is_some())),
+        HasValue => boolean(
+            matches!(input.as_slice(), [Item::Node(n)] if n.is_primitive() && n.value.is_some()),
+        ),
         GetValue => match input.as_slice() {
             [Item::Node(n)] if n.is_primitive() => opt(n.to_system()),
             _ => Ok(vec![]),
@@ -533,18 +697,32 @@ pub(crate) fn call<'a>(
             Ok(out)
         }
         MemberOf => {
-            let Some(url) = c.arg_str(0)? else { return Ok(vec![]) };
-            let Some(vs) = Model::r4().value_set(&url) else { return Ok(vec![]) };
-            let Some(item) = input.first() else { return Ok(vec![]) };
+            let Some(url) = c.arg_str(0)? else {
+                return Ok(vec![]);
+            };
+            let Some(vs) = Model::r4().value_set(&url) else {
+                return Ok(vec![]);
+            };
+            let Some(item) = input.first() else {
+                return Ok(vec![]);
+            };
             let codes = codings(item);
-            boolean(codes.iter().any(|(sys, code)| match sys {
-                Some(s) => vs.get(s.as_str()).is_some_and(|cs| cs.iter().any(|x| x == code)),
-                None => vs.values().any(|cs| cs.iter().any(|x| x == code)),
+            boolean(codes.iter().any(|(sys, code)| {
+                match sys {
+                    Some(s) => vs
+                        .get(s.as_str())
+                        .is_some_and(|cs| cs.iter().any(|x| x == code)),
+                    None => vs.values().any(|cs| cs.iter().any(|x| x == code)),
+                }
             }))
         }
         ConformsTo => {
-            let Some(url) = c.arg_str(0)? else { return Ok(vec![]) };
-            let Some(Item::Node(n)) = input.first() else { return Ok(vec![]) };
+            let Some(url) = c.arg_str(0)? else {
+                return Ok(vec![]);
+            };
+            let Some(Item::Node(n)) = input.first() else {
+                return Ok(vec![]);
+            };
             let Some(base) = url.strip_prefix("http://hl7.org/fhir/StructureDefinition/") else {
                 return c.err(format!("conformsTo(): profile '{url}' is not known"));
             };
@@ -553,16 +731,28 @@ pub(crate) fn call<'a>(
             }
             boolean(Model::r4().is_subtype(n.type_name(), base))
         }
-        HtmlChecks => boolean(input.iter().all(|i| i.as_str().is_some_and(|s| html_is_safe(&s)))),
+        HtmlChecks => boolean(
+            input
+                .iter()
+                .all(|i| i.as_str().is_some_and(|s| html_is_safe(&s))),
+        ),
         CheckModifiers => {
-            let allowed: Vec<String> = c.arg(0)?.iter().filter_map(|i| i.as_str().map(|s| s.to_string())).collect();
+            let allowed: Vec<String> = c
+                .arg(0)?
+                .iter()
+                .filter_map(|i| i.as_str().map(|s| s.to_string()))
+                .collect();
             for i in &input {
                 if let Item::Node(n) = i {
                     let mut mods = Vec::new();
                     children_named(n, "modifierExtension", &mut mods);
                     for m in mods {
                         let url = match &m {
-                            Item::Node(mn) => mn.object().and_then(|o| o.get("url")).and_then(Value::as_str).unwrap_or(""),
+                            Item::Node(mn) => mn
+                                .object()
+                                .and_then(|o| o.get("url"))
+                                .and_then(Value::as_str)
+                                .unwrap_or(""),
                             _ => "",
                         };
                         if !allowed.iter().any(|a| a == url) {
@@ -576,15 +766,21 @@ pub(crate) fn call<'a>(
         GetResourceKey => Ok(input
             .iter()
             .filter_map(|i| match i {
-                Item::Node(n) if n.is_resource() => n.object().and_then(|o| o.get("id")).and_then(Value::as_str).map(Item::string),
+                Item::Node(n) if n.is_resource() => n
+                    .object()
+                    .and_then(|o| o.get("id"))
+                    .and_then(Value::as_str)
+                    .map(Item::string),
                 _ => None,
             })
             .collect()),
         GetReferenceKey => {
-            let want = types.map(|t| t.name.clone()).or(match args.first().map(|a| &a.kind) {
-                Some(ExprKind::Ident(n)) => Some(n.clone()),
-                _ => None,
-            });
+            let want = types
+                .map(|t| t.name.clone())
+                .or(match args.first().map(|a| &a.kind) {
+                    Some(ExprKind::Ident(n)) => Some(n.clone()),
+                    _ => None,
+                });
             Ok(input
                 .iter()
                 .filter_map(|i| {
@@ -623,7 +819,11 @@ fn iif<'a>(c: &Call<'_, '_, 'a>, input: Collection<'a>, has_target: bool) -> R<C
         return c.err("iif() needs at most one input item");
     }
     // `x.iif(...)` binds $this to x; a bare `iif(...)` keeps the caller's $this and $index
-    let this = if has_target { input.first().cloned() } else { None };
+    let this = if has_target {
+        input.first().cloned()
+    } else {
+        None
+    };
     let ev = |i: usize| -> R<Collection<'a>> {
         match &this {
             Some(t) => c.lambda(i, t, 0),
@@ -676,7 +876,12 @@ fn sort<'a>(c: &Call<'_, '_, 'a>, input: Collection<'a>) -> R<Collection<'a>> {
     for (i, item) in input.iter().enumerate() {
         let mut keys = Vec::with_capacity(c.args.len());
         for (_, e) in &key_exprs {
-            let env = Env { ctx: c.env.ctx, this: Some(item), index: Some(i), total: None };
+            let env = Env {
+                ctx: c.env.ctx,
+                this: Some(item),
+                index: Some(i),
+                total: None,
+            };
             let v = eval(e, std::slice::from_ref(item), &env)?;
             keys.push(v.into_iter().next());
         }
@@ -820,7 +1025,10 @@ fn to_quantity(i: &Item<'_>) -> Option<Quantity> {
     match i.system() {
         Item::Integer(v) | Item::Long(v) => Some(Quantity::new(Decimal::from(v), "1")),
         Item::Decimal(d) => Some(Quantity::new(d, "1")),
-        Item::Boolean(b) => Some(Quantity::new(if b { Decimal::ONE } else { Decimal::ZERO }, "1")),
+        Item::Boolean(b) => Some(Quantity::new(
+            if b { Decimal::ONE } else { Decimal::ZERO },
+            "1",
+        )),
         Item::String(s) => parse_quantity_string(&s),
         _ => None,
     }
@@ -856,14 +1064,25 @@ fn codec(func: Func, s: &str, fmt: &str) -> Option<String> {
             if s.len() % 2 != 0 {
                 return None;
             }
-            let bytes: Option<Vec<u8>> = (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect();
+            let bytes: Option<Vec<u8>> = (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+                .collect();
             String::from_utf8(bytes?).ok()
         }
         (Func::Escape, "html") => Some(
-            s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;"),
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+                .replace('\'', "&#39;"),
         ),
         (Func::Unescape, "html") => Some(
-            s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'").replace("&amp;", "&"),
+            s.replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&#39;", "'")
+                .replace("&amp;", "&"),
         ),
         (Func::Escape, "json") => {
             let quoted = serde_json::to_string(s).ok()?;
@@ -900,21 +1119,36 @@ fn unescape_json(s: &str) -> Option<String> {
 }
 
 fn math<'a>(func: Func, input: &[Item<'a>], c: &Call<'_, '_, 'a>) -> R<Collection<'a>> {
-    let Some(v) = single(input, c)? else { return Ok(vec![]) };
+    let Some(v) = single(input, c)? else {
+        return Ok(vec![]);
+    };
     if let Item::Quantity(q) = &v {
         if func == Func::Abs {
-            return Ok(vec![Item::Quantity(Quantity { value: q.value.abs(), unit: q.unit.clone() })]);
+            return Ok(vec![Item::Quantity(Quantity {
+                value: q.value.abs(),
+                unit: q.unit.clone(),
+            })]);
         }
     }
     let (d, is_int) = match &v {
         Item::Integer(i) | Item::Long(i) => (Decimal::from(*i), true),
         Item::Decimal(d) => (*d, false),
-        other => return c.err(format!("{}() needs a number, got {}", c.name, other.type_info().1)),
+        other => {
+            return c.err(format!(
+                "{}() needs a number, got {}",
+                c.name,
+                other.type_info().1
+            ))
+        }
     };
-    let int_out = |d: Decimal| -> Collection<'a> { d.to_i64().map(Item::Integer).into_iter().collect() };
+    let int_out =
+        |d: Decimal| -> Collection<'a> { d.to_i64().map(Item::Integer).into_iter().collect() };
     let from_f64 = |f: f64| -> Collection<'a> {
         if f.is_finite() {
-            Decimal::from_f64(f).map(|d| Item::Decimal(d.normalize())).into_iter().collect()
+            Decimal::from_f64(f)
+                .map(|d| Item::Decimal(d.normalize()))
+                .into_iter()
+                .collect()
         } else {
             vec![]
         }
@@ -945,10 +1179,15 @@ fn math<'a>(func: Func, input: &[Item<'a>], c: &Call<'_, '_, 'a>) -> R<Collectio
             if p < 0 {
                 return c.err("round() precision must be >= 0");
             }
-            vec![Item::Decimal(d.round_dp_with_strategy(p as u32, RoundingStrategy::MidpointAwayFromZero))]
+            vec![Item::Decimal(d.round_dp_with_strategy(
+                p as u32,
+                RoundingStrategy::MidpointAwayFromZero,
+            ))]
         }
         Func::Log => {
-            let Some(base) = c.arg1(0)? else { return Ok(vec![]) };
+            let Some(base) = c.arg1(0)? else {
+                return Ok(vec![]);
+            };
             let b = base.system();
             let bf = match &b {
                 Item::Integer(i) | Item::Long(i) => *i as f64,
@@ -958,7 +1197,9 @@ fn math<'a>(func: Func, input: &[Item<'a>], c: &Call<'_, '_, 'a>) -> R<Collectio
             from_f64(f.ln() / bf.ln())
         }
         Func::Power => {
-            let Some(e) = c.arg1(0)? else { return Ok(vec![]) };
+            let Some(e) = c.arg1(0)? else {
+                return Ok(vec![]);
+            };
             match (e.system(), is_int) {
                 (Item::Integer(x), true) if x >= 0 => {
                     let base = d.to_i64().unwrap_or(0);
@@ -979,9 +1220,16 @@ fn math<'a>(func: Func, input: &[Item<'a>], c: &Call<'_, '_, 'a>) -> R<Collectio
 /// FHIRPath `lowBoundary`/`highBoundary` for decimals, quantities and dates.
 fn boundary<'a>(v: &Item<'a>, high: bool, digits: Option<i64>) -> Option<Item<'a>> {
     match v {
-        Item::Integer(i) | Item::Long(i) => decimal_boundary(Decimal::from(*i), high, digits).map(Item::Decimal),
+        Item::Integer(i) | Item::Long(i) => {
+            decimal_boundary(Decimal::from(*i), high, digits).map(Item::Decimal)
+        }
         Item::Decimal(d) => decimal_boundary(*d, high, digits).map(Item::Decimal),
-        Item::Quantity(q) => decimal_boundary(q.value, high, digits).map(|value| Item::Quantity(Quantity { value, unit: q.unit.clone() })),
+        Item::Quantity(q) => decimal_boundary(q.value, high, digits).map(|value| {
+            Item::Quantity(Quantity {
+                value,
+                unit: q.unit.clone(),
+            })
+        }),
         Item::Date(d) => d.boundary(high, digits, true).map(Item::Date),
         Item::DateTime(d) => {
             // an hour-only time is read as hh:00 (FHIR has no hour-precision times)
@@ -1011,7 +1259,11 @@ fn decimal_boundary(d: Decimal, high: bool, digits: Option<i64>) -> Option<Decim
     let scale = d.scale();
     // the value stands for [d - half a unit of its last digit, d + half a unit)
     let half = Decimal::new(5, scale + 1);
-    let b = if high { d.checked_add(half)? } else { d.checked_sub(half)? };
+    let b = if high {
+        d.checked_add(half)?
+    } else {
+        d.checked_sub(half)?
+    };
     if p > scale {
         let mut r = b;
         r.rescale(p);
@@ -1056,9 +1308,15 @@ fn resolve<'a>(item: &Item<'a>, env: &Env<'_, 'a>) -> Option<Item<'a>> {
         _ => None,
     };
     if let Some(id) = reference.strip_prefix('#') {
-        for container in [resource(&ctx.resource), resource(&ctx.root_resource)].into_iter().flatten() {
+        for container in [resource(&ctx.resource), resource(&ctx.root_resource)]
+            .into_iter()
+            .flatten()
+        {
             if let Some(Value::Array(cs)) = container.get("contained") {
-                if let Some(found) = cs.iter().find(|c| c.get("id").and_then(Value::as_str) == Some(id)) {
+                if let Some(found) = cs
+                    .iter()
+                    .find(|c| c.get("id").and_then(Value::as_str) == Some(id))
+                {
                     return Some(Item::Node(Node::resource(found)));
                 }
             }
@@ -1098,8 +1356,15 @@ fn resolve<'a>(item: &Item<'a>, env: &Env<'_, 'a>) -> Option<Item<'a>> {
         }
         if parts.len() >= 2 {
             let ty = parts[parts.len() - 2];
-            if let Some(id) = Model::r4().type_id(ty).filter(|_| Model::r4().is_resource_type(ty)) {
-                return Some(Item::Node(Node { value: n.value, ext: None, ty: crate::NodeType::Known(id) }));
+            if let Some(id) = Model::r4()
+                .type_id(ty)
+                .filter(|_| Model::r4().is_resource_type(ty))
+            {
+                return Some(Item::Node(Node {
+                    value: n.value,
+                    ext: None,
+                    ty: crate::NodeType::Known(id),
+                }));
             }
         }
     }
@@ -1110,13 +1375,21 @@ fn codings(item: &Item<'_>) -> Vec<(Option<String>, String)> {
     match item {
         Item::Node(n) => {
             let Some(obj) = n.object() else {
-                return n.to_system().and_then(|s| s.as_str().map(|c| vec![(None, c.to_string())])).unwrap_or_default();
+                return n
+                    .to_system()
+                    .and_then(|s| s.as_str().map(|c| vec![(None, c.to_string())]))
+                    .unwrap_or_default();
             };
             let code_of = |o: &serde_json::Map<String, Value>| -> Option<(Option<String>, String)> {
-                Some((o.get("system").and_then(Value::as_str).map(String::from), o.get("code")?.as_str()?.to_string()))
+                Some((
+                    o.get("system").and_then(Value::as_str).map(String::from),
+                    o.get("code")?.as_str()?.to_string(),
+                ))
             };
             if let Some(Value::Array(cs)) = obj.get("coding") {
-                cs.iter().filter_map(|c| c.as_object().and_then(code_of)).collect()
+                cs.iter()
+                    .filter_map(|c| c.as_object().and_then(code_of))
+                    .collect()
             } else {
                 code_of(obj).into_iter().collect()
             }
@@ -1134,7 +1407,19 @@ fn html_is_safe(div: &str) -> bool {
     if !trimmed.starts_with("<div") {
         return false;
     }
-    const FORBIDDEN: &[&str] = &["<script", "<form", "<iframe", "<object", "<embed", "<applet", "<base", "<link", "<meta", "<style", "javascript:"];
+    const FORBIDDEN: &[&str] = &[
+        "<script",
+        "<form",
+        "<iframe",
+        "<object",
+        "<embed",
+        "<applet",
+        "<base",
+        "<link",
+        "<meta",
+        "<style",
+        "javascript:",
+    ];
     if FORBIDDEN.iter().any(|f| lower.contains(f)) {
         return false;
     }

@@ -32,29 +32,51 @@ pub use value::{decimal_equivalent, Collection, Item, Node, NodeType, Quantity, 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
     #[error("syntax error at {line}:{column}: {message}")]
-    Syntax { line: usize, column: usize, message: String },
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("semantic error at {line}:{column}: {message}")]
-    Semantic { line: usize, column: usize, message: String },
+    Semantic {
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("evaluation error at {line}:{column}: {message}")]
-    Evaluation { line: usize, column: usize, message: String },
+    Evaluation {
+        line: usize,
+        column: usize,
+        message: String,
+    },
 }
 
 fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let before = &src[..offset.min(src.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.chars().count(), |nl| before[nl + 1..].chars().count()) + 1;
+    let column = before.rfind('\n').map_or(before.chars().count(), |nl| {
+        before[nl + 1..].chars().count()
+    }) + 1;
     (line, column)
 }
 
 impl Error {
     pub(crate) fn syntax(src: &str, offset: usize, message: impl Into<String>) -> Error {
         let (line, column) = line_col(src, offset);
-        Error::Syntax { line, column, message: message.into() }
+        Error::Syntax {
+            line,
+            column,
+            message: message.into(),
+        }
     }
 
     pub(crate) fn semantic(src: &str, offset: usize, message: impl Into<String>) -> Error {
         let (line, column) = line_col(src, offset);
-        Error::Semantic { line, column, message: message.into() }
+        Error::Semantic {
+            line,
+            column,
+            message: message.into(),
+        }
     }
 
     /// The 1-based line and column the error points at.
@@ -97,7 +119,10 @@ impl Expression {
     pub fn compile(source: &str, options: &CompileOptions) -> Result<Expression, Error> {
         let ast = parser::Parser::parse(source)?;
         let root = check::resolve(source, ast, options)?;
-        Ok(Expression { source: source.to_string(), root })
+        Ok(Expression {
+            source: source.to_string(),
+            root,
+        })
     }
 
     pub fn source(&self) -> &str {
@@ -112,7 +137,11 @@ impl Expression {
     pub fn evaluate<'a>(&self, ctx: &EvalContext<'a>) -> Result<Collection<'a>, Error> {
         eval::evaluate(self, ctx).map_err(|e| {
             let (line, column) = line_col(&self.source, e.pos);
-            Error::Evaluation { line, column, message: e.message }
+            Error::Evaluation {
+                line,
+                column,
+                message: e.message,
+            }
         })
     }
 
@@ -141,7 +170,8 @@ pub struct EvalContext<'a> {
     pub(crate) resource: Option<Item<'a>>,
     pub(crate) root_resource: Option<Item<'a>>,
     pub(crate) variables: HashMap<String, Collection<'a>>,
-    pub(crate) trace: Option<std::rc::Rc<std::cell::RefCell<Vec<(String, Vec<serde_json::Value>)>>>>,
+    pub(crate) trace:
+        Option<std::rc::Rc<std::cell::RefCell<Vec<(String, Vec<serde_json::Value>)>>>>,
     pub(crate) resolve_by_type: bool,
 }
 
@@ -204,7 +234,9 @@ impl<'a> EvalContext<'a> {
     }
 
     /// Collect `trace()` output instead of discarding it.
-    pub fn capture_trace(&mut self) -> std::rc::Rc<std::cell::RefCell<Vec<(String, Vec<serde_json::Value>)>>> {
+    pub fn capture_trace(
+        &mut self,
+    ) -> std::rc::Rc<std::cell::RefCell<Vec<(String, Vec<serde_json::Value>)>>> {
         let sink = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
         self.trace = Some(sink.clone());
         sink

@@ -28,7 +28,8 @@ struct Token {
 }
 
 const OPS: &[&str] = &[
-    "<=", ">=", "!=", "!~", "(", ")", "[", "]", "{", "}", ".", ",", "+", "-", "*", "/", "|", "&", "=", "~", "<", ">",
+    "<=", ">=", "!=", "!~", "(", ")", "[", "]", "{", "}", ".", ",", "+", "-", "*", "/", "|", "&",
+    "=", "~", "<", ">",
 ];
 
 struct Lexer<'s> {
@@ -76,7 +77,10 @@ impl<'s> Lexer<'s> {
                 return Ok(out);
             }
             if c == b'\\' {
-                let e = *self.b.get(self.i + 1).ok_or_else(|| self.err(self.i, "unterminated escape"))?;
+                let e = *self
+                    .b
+                    .get(self.i + 1)
+                    .ok_or_else(|| self.err(self.i, "unterminated escape"))?;
                 self.i += 2;
                 match e {
                     b'\'' => out.push('\''),
@@ -89,17 +93,29 @@ impl<'s> Lexer<'s> {
                     b'r' => out.push('\r'),
                     b't' => out.push('\t'),
                     b'u' => {
-                        let hex = self.src.get(self.i..self.i + 4).ok_or_else(|| self.err(self.i, "bad \\u escape"))?;
-                        let code = u32::from_str_radix(hex, 16).map_err(|_| self.err(self.i, "bad \\u escape"))?;
-                        out.push(char::from_u32(code).ok_or_else(|| self.err(self.i, "bad \\u escape"))?);
+                        let hex = self
+                            .src
+                            .get(self.i..self.i + 4)
+                            .ok_or_else(|| self.err(self.i, "bad \\u escape"))?;
+                        let code = u32::from_str_radix(hex, 16)
+                            .map_err(|_| self.err(self.i, "bad \\u escape"))?;
+                        out.push(
+                            char::from_u32(code)
+                                .ok_or_else(|| self.err(self.i, "bad \\u escape"))?,
+                        );
                         self.i += 4;
                     }
-                    _ => return Err(self.err(self.i - 2, format!("unknown escape \\{}", e as char))),
+                    _ => {
+                        return Err(self.err(self.i - 2, format!("unknown escape \\{}", e as char)))
+                    }
                 }
                 continue;
             }
             // copy one UTF-8 character
-            let ch = self.src[self.i..].chars().next().ok_or_else(|| self.err(self.i, "bad character"))?;
+            let ch = self.src[self.i..]
+                .chars()
+                .next()
+                .ok_or_else(|| self.err(self.i, "bad character"))?;
             out.push(ch);
             self.i += ch.len_utf8();
         }
@@ -109,7 +125,11 @@ impl<'s> Lexer<'s> {
         self.skip_ws()?;
         let pos = self.i;
         let Some(&c) = self.b.get(self.i) else {
-            return Ok(Token { tok: Tok::Eof, pos, text_len: 0 });
+            return Ok(Token {
+                tok: Tok::Eof,
+                pos,
+                text_len: 0,
+            });
         };
         let tok = match c {
             b'\'' => Tok::Str(self.string(b'\'')?),
@@ -118,7 +138,9 @@ impl<'s> Lexer<'s> {
                 while self.i < self.b.len() && self.b[self.i].is_ascii_digit() {
                     self.i += 1;
                 }
-                if self.b.get(self.i) == Some(&b'.') && self.b.get(self.i + 1).is_some_and(u8::is_ascii_digit) {
+                if self.b.get(self.i) == Some(&b'.')
+                    && self.b.get(self.i + 1).is_some_and(u8::is_ascii_digit)
+                {
                     self.i += 1;
                     while self.i < self.b.len() && self.b[self.i].is_ascii_digit() {
                         self.i += 1;
@@ -136,8 +158,13 @@ impl<'s> Lexer<'s> {
                 let start = self.i;
                 if self.b.get(self.i) == Some(&b'T') {
                     self.i += 1;
-                    while self.i < self.b.len() && (self.b[self.i].is_ascii_digit() || matches!(self.b[self.i], b':' | b'.')) {
-                        if self.b[self.i] == b'.' && !self.b.get(self.i + 1).is_some_and(u8::is_ascii_digit) {
+                    while self.i < self.b.len()
+                        && (self.b[self.i].is_ascii_digit()
+                            || matches!(self.b[self.i], b':' | b'.'))
+                    {
+                        if self.b[self.i] == b'.'
+                            && !self.b.get(self.i + 1).is_some_and(u8::is_ascii_digit)
+                        {
                             break;
                         }
                         self.i += 1;
@@ -145,9 +172,12 @@ impl<'s> Lexer<'s> {
                     Tok::Time(self.src[start + 1..self.i].to_string())
                 } else {
                     while self.i < self.b.len()
-                        && (self.b[self.i].is_ascii_digit() || matches!(self.b[self.i], b'-' | b':' | b'T' | b'Z' | b'+' | b'.'))
+                        && (self.b[self.i].is_ascii_digit()
+                            || matches!(self.b[self.i], b'-' | b':' | b'T' | b'Z' | b'+' | b'.'))
                     {
-                        if self.b[self.i] == b'.' && !self.b.get(self.i + 1).is_some_and(u8::is_ascii_digit) {
+                        if self.b[self.i] == b'.'
+                            && !self.b.get(self.i + 1).is_some_and(u8::is_ascii_digit)
+                        {
                             break;
                         }
                         self.i += 1;
@@ -162,7 +192,9 @@ impl<'s> Lexer<'s> {
                     Some(b'\'') => Tok::Var(self.string(b'\'')?),
                     _ => {
                         let s = self.i;
-                        while self.i < self.b.len() && (self.b[self.i].is_ascii_alphanumeric() || self.b[self.i] == b'_') {
+                        while self.i < self.b.len()
+                            && (self.b[self.i].is_ascii_alphanumeric() || self.b[self.i] == b'_')
+                        {
                             self.i += 1;
                         }
                         if s == self.i {
@@ -182,11 +214,15 @@ impl<'s> Lexer<'s> {
                     "this" => Tok::Special("this"),
                     "index" => Tok::Special("index"),
                     "total" => Tok::Special("total"),
-                    other => return Err(self.err(pos, format!("unknown special variable ${other}"))),
+                    other => {
+                        return Err(self.err(pos, format!("unknown special variable ${other}")))
+                    }
                 }
             }
             c if c.is_ascii_alphabetic() || c == b'_' => {
-                while self.i < self.b.len() && (self.b[self.i].is_ascii_alphanumeric() || self.b[self.i] == b'_') {
+                while self.i < self.b.len()
+                    && (self.b[self.i].is_ascii_alphanumeric() || self.b[self.i] == b'_')
+                {
                     self.i += 1;
                 }
                 Tok::Ident(self.src[pos..self.i].to_string())
@@ -205,7 +241,11 @@ impl<'s> Lexer<'s> {
                 }
             }
         };
-        Ok(Token { tok, pos, text_len: self.i - pos })
+        Ok(Token {
+            tok,
+            pos,
+            text_len: self.i - pos,
+        })
     }
 }
 
@@ -215,11 +255,17 @@ pub struct Parser<'s> {
     p: usize,
 }
 
-const KEYWORDS: &[&str] = &["and", "or", "xor", "implies", "div", "mod", "in", "contains", "is", "as"];
+const KEYWORDS: &[&str] = &[
+    "and", "or", "xor", "implies", "div", "mod", "in", "contains", "is", "as",
+];
 
 impl<'s> Parser<'s> {
     pub fn parse(src: &'s str) -> Result<Expr, Error> {
-        let mut lx = Lexer { src, b: src.as_bytes(), i: 0 };
+        let mut lx = Lexer {
+            src,
+            b: src.as_bytes(),
+            i: 0,
+        };
         let mut toks = Vec::new();
         loop {
             let t = lx.next()?;
@@ -256,20 +302,30 @@ impl<'s> Parser<'s> {
     fn unexpected(&self, expected: &str) -> Error {
         let t = &self.toks[self.p];
         if t.tok == Tok::Eof {
-            return Error::syntax(self.src, t.pos, format!("unexpected end of expression, expected {expected}"));
+            return Error::syntax(
+                self.src,
+                t.pos,
+                format!("unexpected end of expression, expected {expected}"),
+            );
         }
         let text = &self.src[t.pos..t.pos + t.text_len];
-        Error::syntax(self.src, t.pos, format!("unexpected '{text}', expected {expected}"))
+        Error::syntax(
+            self.src,
+            t.pos,
+            format!("unexpected '{text}', expected {expected}"),
+        )
     }
 
     fn expect_op(&mut self, op: &str) -> Result<(), Error> {
-        if self.peek() == &Tok::Op(match op {
-            ")" => ")",
-            "]" => "]",
-            "}" => "}",
-            "(" => "(",
-            _ => return Err(self.unexpected(op)),
-        }) {
+        if self.peek()
+            == &Tok::Op(match op {
+                ")" => ")",
+                "]" => "]",
+                "}" => "}",
+                "(" => "(",
+                _ => return Err(self.unexpected(op)),
+            })
+        {
             self.bump();
             Ok(())
         } else {
@@ -322,12 +378,18 @@ impl<'s> Parser<'s> {
                     let pos = self.pos();
                     self.bump();
                     let ts = self.type_specifier()?;
-                    let kind = if is { ExprKind::Is(Box::new(lhs), ts) } else { ExprKind::As(Box::new(lhs), ts) };
+                    let kind = if is {
+                        ExprKind::Is(Box::new(lhs), ts)
+                    } else {
+                        ExprKind::As(Box::new(lhs), ts)
+                    };
                     lhs = Expr { kind, pos };
                     continue;
                 }
             }
-            let Some((op, prec)) = self.binop() else { break };
+            let Some((op, prec)) = self.binop() else {
+                break;
+            };
             if prec < min_prec {
                 break;
             }
@@ -336,7 +398,10 @@ impl<'s> Parser<'s> {
             // implies is right-associative; everything else left
             let next_min = if op == BinOp::Implies { prec } else { prec + 1 };
             let rhs = self.expression(next_min)?;
-            lhs = Expr { kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)), pos };
+            lhs = Expr {
+                kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
+                pos,
+            };
         }
         Ok(lhs)
     }
@@ -347,12 +412,18 @@ impl<'s> Parser<'s> {
             Tok::Op("-") => {
                 self.bump();
                 let e = self.unary()?;
-                Ok(Expr { kind: ExprKind::Unary(UnOp::Neg, Box::new(e)), pos })
+                Ok(Expr {
+                    kind: ExprKind::Unary(UnOp::Neg, Box::new(e)),
+                    pos,
+                })
             }
             Tok::Op("+") => {
                 self.bump();
                 let e = self.unary()?;
-                Ok(Expr { kind: ExprKind::Unary(UnOp::Pos, Box::new(e)), pos })
+                Ok(Expr {
+                    kind: ExprKind::Unary(UnOp::Pos, Box::new(e)),
+                    pos,
+                })
             }
             _ => self.postfix(),
         }
@@ -368,9 +439,19 @@ impl<'s> Parser<'s> {
                     let (name, _) = self.identifier()?;
                     if self.peek() == &Tok::Op("(") {
                         let args = self.args()?;
-                        e = Expr { kind: ExprKind::Call { target: Some(Box::new(e)), name, args }, pos };
+                        e = Expr {
+                            kind: ExprKind::Call {
+                                target: Some(Box::new(e)),
+                                name,
+                                args,
+                            },
+                            pos,
+                        };
                     } else {
-                        e = Expr { kind: ExprKind::Member(Box::new(e), name), pos };
+                        e = Expr {
+                            kind: ExprKind::Member(Box::new(e), name),
+                            pos,
+                        };
                     }
                 }
                 Tok::Op("[") => {
@@ -378,7 +459,10 @@ impl<'s> Parser<'s> {
                     self.bump();
                     let idx = self.expression(0)?;
                     self.expect_op("]")?;
-                    e = Expr { kind: ExprKind::Indexer(Box::new(e), Box::new(idx)), pos };
+                    e = Expr {
+                        kind: ExprKind::Indexer(Box::new(e), Box::new(idx)),
+                        pos,
+                    };
                 }
                 _ => return Ok(e),
             }
@@ -424,13 +508,21 @@ impl<'s> Parser<'s> {
     fn type_specifier(&mut self) -> Result<TypeSpec, Error> {
         let (first, _) = self.identifier()?;
         if self.peek() == &Tok::Op(".") {
-            if let Some(Tok::Ident(_) | Tok::Delimited(_)) = self.toks.get(self.p + 1).map(|t| &t.tok) {
+            if let Some(Tok::Ident(_) | Tok::Delimited(_)) =
+                self.toks.get(self.p + 1).map(|t| &t.tok)
+            {
                 self.bump();
                 let (second, _) = self.identifier()?;
-                return Ok(TypeSpec { namespace: Some(first), name: second });
+                return Ok(TypeSpec {
+                    namespace: Some(first),
+                    name: second,
+                });
             }
         }
-        Ok(TypeSpec { namespace: None, name: first })
+        Ok(TypeSpec {
+            namespace: None,
+            name: first,
+        })
     }
 
     fn term(&mut self) -> Result<Expr, Error> {
@@ -454,7 +546,9 @@ impl<'s> Parser<'s> {
             }
             Tok::Long(n) => {
                 self.bump();
-                let v = n.parse::<i64>().map_err(|_| Error::syntax(self.src, pos, "long literal out of range"))?;
+                let v = n
+                    .parse::<i64>()
+                    .map_err(|_| Error::syntax(self.src, pos, "long literal out of range"))?;
                 lit(ExprKind::Literal(Lit::Long(v)))
             }
             Tok::Number(n) => {
@@ -463,41 +557,56 @@ impl<'s> Parser<'s> {
                 match self.peek().clone() {
                     Tok::Str(unit) => {
                         self.bump();
-                        let v = parse_decimal(&n).ok_or_else(|| Error::syntax(self.src, pos, "bad number"))?;
+                        let v = parse_decimal(&n)
+                            .ok_or_else(|| Error::syntax(self.src, pos, "bad number"))?;
                         return lit(ExprKind::Literal(Lit::Quantity(v, unit)));
                     }
                     Tok::Ident(unit) if is_calendar_keyword(&unit) => {
                         self.bump();
-                        let v = parse_decimal(&n).ok_or_else(|| Error::syntax(self.src, pos, "bad number"))?;
+                        let v = parse_decimal(&n)
+                            .ok_or_else(|| Error::syntax(self.src, pos, "bad number"))?;
                         return lit(ExprKind::Literal(Lit::Quantity(v, unit)));
                     }
                     _ => {}
                 }
                 if n.contains('.') {
-                    let v = parse_decimal(&n).ok_or_else(|| Error::syntax(self.src, pos, "bad decimal literal"))?;
+                    let v = parse_decimal(&n)
+                        .ok_or_else(|| Error::syntax(self.src, pos, "bad decimal literal"))?;
                     lit(ExprKind::Literal(Lit::Decimal(v)))
                 } else {
                     match n.parse::<i32>() {
                         Ok(v) => lit(ExprKind::Literal(Lit::Integer(i64::from(v)))),
-                        Err(_) => Err(Error::syntax(self.src, pos, "integer literal out of range (use a Long: 123L)")),
+                        Err(_) => Err(Error::syntax(
+                            self.src,
+                            pos,
+                            "integer literal out of range (use a Long: 123L)",
+                        )),
                     }
                 }
             }
             Tok::Date(s) => {
                 self.bump();
                 let has_time = s.contains('T');
-                let d = DateTime::parse(&s, true).ok_or_else(|| Error::syntax(self.src, pos, format!("invalid date/time literal @{s}")))?;
+                let d = DateTime::parse(&s, true).ok_or_else(|| {
+                    Error::syntax(self.src, pos, format!("invalid date/time literal @{s}"))
+                })?;
                 if has_time {
                     lit(ExprKind::Literal(Lit::DateTime(d)))
                 } else if d.tz.is_some() {
-                    Err(Error::syntax(self.src, pos, format!("invalid date literal @{s}")))
+                    Err(Error::syntax(
+                        self.src,
+                        pos,
+                        format!("invalid date literal @{s}"),
+                    ))
                 } else {
                     lit(ExprKind::Literal(Lit::Date(d)))
                 }
             }
             Tok::Time(s) => {
                 self.bump();
-                let t = Time::parse(&s).ok_or_else(|| Error::syntax(self.src, pos, format!("invalid time literal @T{s}")))?;
+                let t = Time::parse(&s).ok_or_else(|| {
+                    Error::syntax(self.src, pos, format!("invalid time literal @T{s}"))
+                })?;
                 lit(ExprKind::Literal(Lit::Time(t)))
             }
             Tok::Var(v) => {
@@ -529,7 +638,11 @@ impl<'s> Parser<'s> {
                 let (name, _) = self.identifier()?;
                 if self.peek() == &Tok::Op("(") {
                     let args = self.args()?;
-                    lit(ExprKind::Call { target: None, name, args })
+                    lit(ExprKind::Call {
+                        target: None,
+                        name,
+                        args,
+                    })
                 } else {
                     lit(ExprKind::Ident(name))
                 }

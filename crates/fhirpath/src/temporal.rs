@@ -48,7 +48,11 @@ fn digits(s: &[u8], n: usize) -> Option<u32> {
     if s.len() < n || !s[..n].iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(s[..n].iter().fold(0u32, |a, d| a * 10 + u32::from(d - b'0')))
+    Some(
+        s[..n]
+            .iter()
+            .fold(0u32, |a, d| a * 10 + u32::from(d - b'0')),
+    )
 }
 
 pub fn days_in_month(year: i32, month: u8) -> u8 {
@@ -95,7 +99,13 @@ fn parse_time_part(s: &[u8]) -> Option<(Time, usize)> {
     if hour > 23 {
         return None;
     }
-    let mut t = Time { hour, minute: 0, second: 0, millis: 0, precision: Precision::Hour };
+    let mut t = Time {
+        hour,
+        minute: 0,
+        second: 0,
+        millis: 0,
+        precision: Precision::Hour,
+    };
     let mut i = 2;
     if s.get(i) == Some(&b':') {
         t.minute = digits(&s[i + 1..], 2)? as u8;
@@ -119,7 +129,11 @@ fn parse_time_part(s: &[u8]) -> Option<(Time, usize)> {
                 }
                 let mut ms = 0u32;
                 for k in 0..3 {
-                    ms = ms * 10 + frac.get(k).filter(|_| k < n).map_or(0, |d| u32::from(d - b'0'));
+                    ms = ms * 10
+                        + frac
+                            .get(k)
+                            .filter(|_| k < n)
+                            .map_or(0, |d| u32::from(d - b'0'));
                 }
                 t.millis = ms as u16;
                 t.precision = Precision::Millisecond;
@@ -155,7 +169,11 @@ impl DateTime {
     /// Date values. A trailing `T` with no time (`2015T`) is accepted for DateTime literals.
     pub fn parse(s: &str, allow_time: bool) -> Option<DateTime> {
         let b = s.as_bytes();
-        let (year_digits, year) = if b.len() >= 4 { (4, digits(b, 4)? as i32) } else { return None };
+        let (year_digits, year) = if b.len() >= 4 {
+            (4, digits(b, 4)? as i32)
+        } else {
+            return None;
+        };
         let mut v = DateTime {
             year,
             month: 1,
@@ -221,7 +239,10 @@ impl DateTime {
     /// Milliseconds since the epoch, treating a missing timezone as UTC.
     fn epoch_millis(&self) -> i64 {
         let days = days_from_civil(self.year, self.month, self.day);
-        let secs = days * 86_400 + i64::from(self.hour) * 3600 + i64::from(self.minute) * 60 + i64::from(self.second);
+        let secs = days * 86_400
+            + i64::from(self.hour) * 3600
+            + i64::from(self.minute) * 60
+            + i64::from(self.second);
         let tz = i64::from(self.tz.unwrap_or(0));
         (secs - tz * 60) * 1000 + i64::from(self.millis)
     }
@@ -266,7 +287,10 @@ impl DateTime {
 
     /// FHIRPath comparison: `None` when the answer is unknown because of differing precision.
     pub fn compare(&self, other: &DateTime) -> Option<Ordering> {
-        if self.precision >= Precision::Hour && other.precision >= Precision::Hour && self.tz.is_some() != other.tz.is_some() {
+        if self.precision >= Precision::Hour
+            && other.precision >= Precision::Hour
+            && self.tz.is_some() != other.tz.is_some()
+        {
             // one side's instant is unknown without its timezone
             return None;
         }
@@ -312,7 +336,11 @@ impl DateTime {
                 v.day = v.day.min(days_in_month(v.year, v.month));
             }
             CalUnit::Week | CalUnit::Day => {
-                let days = if unit == CalUnit::Week { whole * 7 } else { whole };
+                let days = if unit == CalUnit::Week {
+                    whole * 7
+                } else {
+                    whole
+                };
                 match self.precision {
                     Precision::Year => return self.add((days / 365) as f64, "year"),
                     Precision::Month => return self.add((days / 30) as f64, "month"),
@@ -331,7 +359,11 @@ impl DateTime {
                     _ => 1.0,
                 };
                 // only milliseconds keep a fraction; other units count whole units
-                let whole_units = if unit == CalUnit::Millisecond { value } else { value.trunc() };
+                let whole_units = if unit == CalUnit::Millisecond {
+                    value
+                } else {
+                    value.trunc()
+                };
                 let delta = (whole_units * ms_per).round() as i64;
                 if self.precision <= Precision::Day {
                     let days = delta / 86_400_000;
@@ -411,7 +443,11 @@ impl DateTime {
             v.month = if high { 12 } else { 1 };
         }
         if self.precision < Precision::Day {
-            v.day = if high { days_in_month(v.year, v.month) } else { 1 };
+            v.day = if high {
+                days_in_month(v.year, v.month)
+            } else {
+                1
+            };
         }
         if self.precision < Precision::Hour {
             v.hour = if high { 23 } else { 0 };
@@ -441,8 +477,16 @@ impl Time {
     }
 
     pub fn compare(&self, other: &Time) -> Option<Ordering> {
-        let fa = [i64::from(self.hour), i64::from(self.minute), i64::from(self.second) * 1000 + i64::from(self.millis)];
-        let fb = [i64::from(other.hour), i64::from(other.minute), i64::from(other.second) * 1000 + i64::from(other.millis)];
+        let fa = [
+            i64::from(self.hour),
+            i64::from(self.minute),
+            i64::from(self.second) * 1000 + i64::from(self.millis),
+        ];
+        let fb = [
+            i64::from(other.hour),
+            i64::from(other.minute),
+            i64::from(other.second) * 1000 + i64::from(other.millis),
+        ];
         let pa = level(self.precision) - 3;
         let pb = level(other.precision) - 3;
         for k in 0..=pa.min(pb) {
@@ -611,12 +655,24 @@ mod tests {
 
     #[test]
     fn parse_and_display_round_trip() {
-        for s in ["2014", "2014-01", "2014-01-25", "2014-01-25T14:30:14.559Z", "2015-02-04T14:34:28+10:00"] {
-            assert_eq!(DateTime::parse(s, true).map(|d| d.to_string()).as_deref(), Some(s));
+        for s in [
+            "2014",
+            "2014-01",
+            "2014-01-25",
+            "2014-01-25T14:30:14.559Z",
+            "2015-02-04T14:34:28+10:00",
+        ] {
+            assert_eq!(
+                DateTime::parse(s, true).map(|d| d.to_string()).as_deref(),
+                Some(s)
+            );
         }
         assert!(DateTime::parse("2014-02-30", true).is_none());
         assert!(DateTime::parse("2014-13", true).is_none());
-        assert_eq!(Time::parse("12:34").map(|t| t.to_string()).as_deref(), Some("12:34"));
+        assert_eq!(
+            Time::parse("12:34").map(|t| t.to_string()).as_deref(),
+            Some("12:34")
+        );
     }
 
     #[test]

@@ -92,7 +92,12 @@ const ATOMS: &[(&str, bool, &str, Dims)] = &[
     ("[gr]", false, "0.06479891", G),
     ("[stone_av]", false, "6350.29318", G),
     ("[gal_us]", false, "0.003785411784", [3, 0, 0, 0, 0, 0, 0]),
-    ("[foz_us]", false, "0.0000295735295625", [3, 0, 0, 0, 0, 0, 0]),
+    (
+        "[foz_us]",
+        false,
+        "0.0000295735295625",
+        [3, 0, 0, 0, 0, 0, 0],
+    ),
     ("[pt_us]", false, "0.000473176473", [3, 0, 0, 0, 0, 0, 0]),
     ("[qt_us]", false, "0.000946352946", [3, 0, 0, 0, 0, 0, 0]),
     ("deg", false, "0.0174532925199432957692369", RAD),
@@ -105,7 +110,9 @@ const ATOMS: &[(&str, bool, &str, Dims)] = &[
     ("b", true, "1", ONE),
 ];
 
-const ARBITRARY: &[&str] = &["[iU]", "[IU]", "[arb'U]", "[USP'U]", "[pH]", "[hp'_X]", "[CFU]", "[HPF]", "[LPF]"];
+const ARBITRARY: &[&str] = &[
+    "[iU]", "[IU]", "[arb'U]", "[USP'U]", "[pH]", "[hp'_X]", "[CFU]", "[HPF]", "[LPF]",
+];
 
 const PREFIXES: &[(&str, &str)] = &[
     ("Y", "1000000000000000000000000"),
@@ -136,15 +143,27 @@ fn dec(s: &str) -> Decimal {
 
 fn atom(symbol: &str) -> Option<Canonical> {
     if let Some(&(_, _, f, d)) = ATOMS.iter().find(|a| a.0 == symbol) {
-        return Some(Canonical { factor: dec(f), dims: d, arbitrary: vec![] });
+        return Some(Canonical {
+            factor: dec(f),
+            dims: d,
+            arbitrary: vec![],
+        });
     }
     if ARBITRARY.contains(&symbol) {
-        return Some(Canonical { factor: Decimal::ONE, dims: ONE, arbitrary: vec![(symbol.to_string(), 1)] });
+        return Some(Canonical {
+            factor: Decimal::ONE,
+            dims: ONE,
+            arbitrary: vec![(symbol.to_string(), 1)],
+        });
     }
     for &(p, pf) in PREFIXES {
         if let Some(rest) = symbol.strip_prefix(p) {
             if let Some(&(_, true, f, d)) = ATOMS.iter().find(|a| a.0 == rest) {
-                return Some(Canonical { factor: dec(pf).checked_mul(dec(f))?, dims: d, arbitrary: vec![] });
+                return Some(Canonical {
+                    factor: dec(pf).checked_mul(dec(f))?,
+                    dims: d,
+                    arbitrary: vec![],
+                });
             }
             if rest == "[iU]" || rest == "[IU]" {
                 return Some(Canonical {
@@ -170,16 +189,32 @@ fn pow(c: &Canonical, e: i8) -> Option<Canonical> {
     for i in 0..7 {
         dims[i] = c.dims[i] * e;
     }
-    Some(Canonical { factor, dims, arbitrary: c.arbitrary.iter().map(|(n, p)| (n.clone(), p * e)).collect() })
+    Some(Canonical {
+        factor,
+        dims,
+        arbitrary: c
+            .arbitrary
+            .iter()
+            .map(|(n, p)| (n.clone(), p * e))
+            .collect(),
+    })
 }
 
 fn combine(a: Canonical, b: Canonical, sign: i8) -> Option<Canonical> {
-    let factor = if sign > 0 { a.factor.checked_mul(b.factor)? } else { a.factor.checked_div(b.factor)? };
+    let factor = if sign > 0 {
+        a.factor.checked_mul(b.factor)?
+    } else {
+        a.factor.checked_div(b.factor)?
+    };
     let mut arbitrary = a.arbitrary;
     for (n, p) in b.arbitrary {
         arbitrary.push((n, p * sign));
     }
-    Some(Canonical { factor, dims: dims_mul(a.dims, b.dims, sign), arbitrary })
+    Some(Canonical {
+        factor,
+        dims: dims_mul(a.dims, b.dims, sign),
+        arbitrary,
+    })
 }
 
 struct UnitParser<'s> {
@@ -190,7 +225,11 @@ struct UnitParser<'s> {
 impl UnitParser<'_> {
     fn term(&mut self) -> Option<Canonical> {
         let mut acc = if self.s.get(self.i) == Some(&b'/') {
-            Canonical { factor: Decimal::ONE, dims: ONE, arbitrary: vec![] }
+            Canonical {
+                factor: Decimal::ONE,
+                dims: ONE,
+                arbitrary: vec![],
+            }
         } else {
             self.component()?
         };
@@ -224,7 +263,11 @@ impl UnitParser<'_> {
             }
             b'{' => {
                 self.annotation();
-                Some(Canonical { factor: Decimal::ONE, dims: ONE, arbitrary: vec![] })
+                Some(Canonical {
+                    factor: Decimal::ONE,
+                    dims: ONE,
+                    arbitrary: vec![],
+                })
             }
             _ => {
                 let start = self.i;
@@ -246,7 +289,11 @@ impl UnitParser<'_> {
                     return None;
                 }
                 let unit = if base.bytes().all(|b| b.is_ascii_digit()) {
-                    Canonical { factor: Decimal::from_str(base).ok()?, dims: ONE, arbitrary: vec![] }
+                    Canonical {
+                        factor: Decimal::from_str(base).ok()?,
+                        dims: ONE,
+                        arbitrary: vec![],
+                    }
                 } else {
                     atom(base)?
                 };
@@ -293,9 +340,16 @@ fn split_exponent(sym: &str) -> (&str, i8) {
 /// Parse a UCUM unit expression into its canonical form.
 pub fn parse(unit: &str) -> Option<Canonical> {
     if unit.is_empty() {
-        return Some(Canonical { factor: Decimal::ONE, dims: ONE, arbitrary: vec![] });
+        return Some(Canonical {
+            factor: Decimal::ONE,
+            dims: ONE,
+            arbitrary: vec![],
+        });
     }
-    let mut p = UnitParser { s: unit.as_bytes(), i: 0 };
+    let mut p = UnitParser {
+        s: unit.as_bytes(),
+        i: 0,
+    };
     let c = p.term()?;
     if p.i != unit.len() {
         return None;
@@ -328,17 +382,40 @@ pub fn to_canonical(value: Decimal, unit: &str) -> Option<(Decimal, Canonical)> 
     match unit {
         "Cel" => {
             let k = value.checked_add(dec("273.15"))?;
-            return Some((k, Canonical { factor: Decimal::ONE, dims: KEL, arbitrary: vec![] }));
+            return Some((
+                k,
+                Canonical {
+                    factor: Decimal::ONE,
+                    dims: KEL,
+                    arbitrary: vec![],
+                },
+            ));
         }
         "[degF]" => {
-            let k = value.checked_add(dec("459.67"))?.checked_mul(Decimal::from(5))?.checked_div(Decimal::from(9))?;
-            return Some((k, Canonical { factor: Decimal::ONE, dims: KEL, arbitrary: vec![] }));
+            let k = value
+                .checked_add(dec("459.67"))?
+                .checked_mul(Decimal::from(5))?
+                .checked_div(Decimal::from(9))?;
+            return Some((
+                k,
+                Canonical {
+                    factor: Decimal::ONE,
+                    dims: KEL,
+                    arbitrary: vec![],
+                },
+            ));
         }
         _ => {}
     }
     let c = parse(unit)?;
     let v = value.checked_mul(c.factor)?;
-    Some((v, Canonical { factor: Decimal::ONE, ..c }))
+    Some((
+        v,
+        Canonical {
+            factor: Decimal::ONE,
+            ..c
+        },
+    ))
 }
 
 /// Convert `value` from one unit to another; `None` if they are not commensurable.
@@ -349,9 +426,10 @@ pub fn convert(value: Decimal, from: &str, to: &str) -> Option<Decimal> {
     let (base, cf) = to_canonical(value, from)?;
     match to {
         "Cel" if cf.dims == KEL && cf.arbitrary.is_empty() => base.checked_sub(dec("273.15")),
-        "[degF]" if cf.dims == KEL && cf.arbitrary.is_empty() => {
-            base.checked_mul(Decimal::from(9))?.checked_div(Decimal::from(5))?.checked_sub(dec("459.67"))
-        }
+        "[degF]" if cf.dims == KEL && cf.arbitrary.is_empty() => base
+            .checked_mul(Decimal::from(9))?
+            .checked_div(Decimal::from(5))?
+            .checked_sub(dec("459.67")),
         _ => {
             let ct = parse(to)?;
             if ct.dims != cf.dims || ct.arbitrary != cf.arbitrary {
@@ -373,15 +451,39 @@ mod tests {
     #[test]
     fn conversions() {
         assert_eq!(convert(d("1"), "m", "cm"), Some(d("100")));
-        assert_eq!(convert(d("1000"), "mg", "g").map(|v| v.normalize()), Some(d("1")));
-        assert_eq!(convert(d("1"), "kg", "[lb_av]").map(|v| v.round_dp(4)), Some(d("2.2046")));
-        assert_eq!(convert(d("37"), "Cel", "[degF]").map(|v| v.round_dp(1)), Some(d("98.6")));
-        assert_eq!(convert(d("120"), "mm[Hg]", "kPa").map(|v| v.round_dp(2)), Some(d("16.00")));
-        assert_eq!(convert(d("1"), "L", "mL").map(|v| v.normalize()), Some(d("1000")));
-        assert_eq!(convert(d("60"), "/min", "/s").map(|v| v.normalize()), Some(d("1")));
-        assert_eq!(convert(d("1"), "10*3/uL", "10*9/L").map(|v| v.normalize()), Some(d("1")));
+        assert_eq!(
+            convert(d("1000"), "mg", "g").map(|v| v.normalize()),
+            Some(d("1"))
+        );
+        assert_eq!(
+            convert(d("1"), "kg", "[lb_av]").map(|v| v.round_dp(4)),
+            Some(d("2.2046"))
+        );
+        assert_eq!(
+            convert(d("37"), "Cel", "[degF]").map(|v| v.round_dp(1)),
+            Some(d("98.6"))
+        );
+        assert_eq!(
+            convert(d("120"), "mm[Hg]", "kPa").map(|v| v.round_dp(2)),
+            Some(d("16.00"))
+        );
+        assert_eq!(
+            convert(d("1"), "L", "mL").map(|v| v.normalize()),
+            Some(d("1000"))
+        );
+        assert_eq!(
+            convert(d("60"), "/min", "/s").map(|v| v.normalize()),
+            Some(d("1"))
+        );
+        assert_eq!(
+            convert(d("1"), "10*3/uL", "10*9/L").map(|v| v.normalize()),
+            Some(d("1"))
+        );
         assert_eq!(convert(d("5"), "mmol/L", "mg/dL"), None);
-        assert_eq!(convert(d("1"), "{beats}/min", "/min").map(|v| v.normalize()), Some(d("1")));
+        assert_eq!(
+            convert(d("1"), "{beats}/min", "/min").map(|v| v.normalize()),
+            Some(d("1"))
+        );
         assert!(is_valid("kg/m2"));
         assert!(is_valid("mL/min/{1.73_m2}"));
         assert!(!is_valid("furlongs"));

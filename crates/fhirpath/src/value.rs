@@ -49,7 +49,10 @@ pub struct Quantity {
 
 impl Quantity {
     pub fn new(value: Decimal, unit: &str) -> Quantity {
-        Quantity { value, unit: unit.into() }
+        Quantity {
+            value,
+            unit: unit.into(),
+        }
     }
 
     /// The UCUM form of the unit: calendar keywords map to their UCUM definite durations
@@ -122,8 +125,22 @@ impl fmt::Display for Quantity {
 pub fn is_calendar_keyword(u: &str) -> bool {
     matches!(
         u,
-        "year" | "years" | "month" | "months" | "week" | "weeks" | "day" | "days" | "hour" | "hours" | "minute"
-            | "minutes" | "second" | "seconds" | "millisecond" | "milliseconds"
+        "year"
+            | "years"
+            | "month"
+            | "months"
+            | "week"
+            | "weeks"
+            | "day"
+            | "days"
+            | "hour"
+            | "hours"
+            | "minute"
+            | "minutes"
+            | "second"
+            | "seconds"
+            | "millisecond"
+            | "milliseconds"
     )
 }
 
@@ -154,22 +171,39 @@ impl<'a> Node<'a> {
             .and_then(Value::as_str)
             .and_then(|t| Model::r4().type_id(t))
             .map_or(NodeType::Unknown, NodeType::Known);
-        Node { value: Some(value), ext: None, ty }
+        Node {
+            value: Some(value),
+            ext: None,
+            ty,
+        }
     }
 
     /// A node for JSON of a known FHIR type name (`Quantity`, `date`, `Patient`).
     pub fn typed(value: &'a Value, type_name: &str) -> Node<'a> {
         let model = Model::r4();
-        if model.is_resource_type(type_name) || type_name == "Resource" || type_name == "DomainResource" {
+        if model.is_resource_type(type_name)
+            || type_name == "Resource"
+            || type_name == "DomainResource"
+        {
             return Node::resource(value);
         }
-        let ty = model.type_id(type_name).map_or(NodeType::Unknown, NodeType::Known);
-        Node { value: Some(value), ext: None, ty }
+        let ty = model
+            .type_id(type_name)
+            .map_or(NodeType::Unknown, NodeType::Known);
+        Node {
+            value: Some(value),
+            ext: None,
+            ty,
+        }
     }
 
     /// A node for an element value with a known model node (e.g. a backbone element).
     pub fn with_def(value: Option<&'a Value>, ext: Option<&'a Value>, def: NodeId) -> Node<'a> {
-        Node { value, ext, ty: NodeType::Known(def) }
+        Node {
+            value,
+            ext,
+            ty: NodeType::Known(def),
+        }
     }
 
     pub fn def(&self) -> Option<&'static vigil_fhir_model::NodeDef> {
@@ -202,7 +236,10 @@ impl<'a> Node<'a> {
     pub fn is_primitive(&self) -> bool {
         match self.def() {
             Some(d) => d.kind == TypeKind::Primitive,
-            None => !matches!(self.value, Some(Value::Object(_)) | Some(Value::Array(_)) | None),
+            None => !matches!(
+                self.value,
+                Some(Value::Object(_)) | Some(Value::Array(_)) | None
+            ),
         }
     }
 
@@ -256,8 +293,12 @@ impl<'a> Node<'a> {
             Value::Number(n) => parse_decimal(&n.to_string()),
             _ => None,
         })?;
-        let ucum_system = obj.get("system").and_then(Value::as_str) == Some("http://unitsofmeasure.org");
-        let unit = match (obj.get("code").and_then(Value::as_str), obj.get("unit").and_then(Value::as_str)) {
+        let ucum_system =
+            obj.get("system").and_then(Value::as_str) == Some("http://unitsofmeasure.org");
+        let unit = match (
+            obj.get("code").and_then(Value::as_str),
+            obj.get("unit").and_then(Value::as_str),
+        ) {
             (Some(code), _) if ucum_system => code,
             (_, Some(unit)) => unit,
             (Some(code), None) => code,
@@ -268,7 +309,9 @@ impl<'a> Node<'a> {
 }
 
 pub fn parse_decimal(s: &str) -> Option<Decimal> {
-    Decimal::from_str(s).ok().or_else(|| Decimal::from_scientific(s).ok())
+    Decimal::from_str(s)
+        .ok()
+        .or_else(|| Decimal::from_scientific(s).ok())
 }
 
 /// One item of a FHIRPath collection.
@@ -285,7 +328,10 @@ pub enum Item<'a> {
     Quantity(Quantity),
     Node(Node<'a>),
     /// The result of `type()`: a type's namespace and name.
-    Type { namespace: &'static str, name: &'static str },
+    Type {
+        namespace: &'static str,
+        name: &'static str,
+    },
 }
 
 pub type Collection<'a> = Vec<Item<'a>>;
@@ -371,7 +417,9 @@ impl<'a> Item<'a> {
                 (None, Some(e)) => e.clone(),
                 (None, None) => Value::Null,
             },
-            Item::Type { namespace, name } => serde_json::json!({"namespace": namespace, "name": name}),
+            Item::Type { namespace, name } => {
+                serde_json::json!({"namespace": namespace, "name": name})
+            }
         }
     }
 }

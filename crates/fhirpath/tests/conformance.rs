@@ -36,7 +36,11 @@ fn load_cases() -> Vec<Case> {
         let mode = t.attribute("mode").or(expr.attribute("mode"));
         cases.push(Case {
             name: t.attribute("name").unwrap().to_string(),
-            input: t.attribute("inputfile").map(|f| f.trim_end_matches(".xml").trim_end_matches(".json").to_string()),
+            input: t.attribute("inputfile").map(|f| {
+                f.trim_end_matches(".xml")
+                    .trim_end_matches(".json")
+                    .to_string()
+            }),
             expression: expr.text().unwrap_or("").to_string(),
             invalid: expr.attribute("invalid").is_some(),
             strict: mode == Some("strict"),
@@ -45,7 +49,12 @@ fn load_cases() -> Vec<Case> {
             outputs: t
                 .children()
                 .filter(|c| c.has_tag_name("output"))
-                .map(|o| (o.attribute("type").map(String::from), o.text().unwrap_or("").to_string()))
+                .map(|o| {
+                    (
+                        o.attribute("type").map(String::from),
+                        o.text().unwrap_or("").to_string(),
+                    )
+                })
                 .collect(),
         });
     }
@@ -56,7 +65,9 @@ fn matches_expected(item: &Item<'_>, ty: Option<&str>, text: &str) -> bool {
     let actual = item.to_string();
     let num = |s: &str| Decimal::from_str(s).ok();
     match ty {
-        Some("boolean") | Some("string") | Some("code") | Some("id") | Some("uri") => actual == text,
+        Some("boolean") | Some("string") | Some("code") | Some("id") | Some("uri") => {
+            actual == text
+        }
         Some("integer") | Some("decimal") => num(&actual).is_some() && num(&actual) == num(text),
         Some("date") | Some("dateTime") | Some("time") => {
             actual == text.trim_start_matches('@').trim_start_matches('T')
@@ -68,7 +79,11 @@ fn matches_expected(item: &Item<'_>, ty: Option<&str>, text: &str) -> bool {
             } else if text.contains('\'') {
                 quantity_eq(item, text)
             } else if let (Some(a), Some(b)) = (num(&actual), num(text)) {
-                a == b && matches!(item.system(), Item::Integer(_) | Item::Decimal(_) | Item::Long(_))
+                a == b
+                    && matches!(
+                        item.system(),
+                        Item::Integer(_) | Item::Decimal(_) | Item::Long(_)
+                    )
             } else {
                 actual == text
             }
@@ -77,7 +92,9 @@ fn matches_expected(item: &Item<'_>, ty: Option<&str>, text: &str) -> bool {
 }
 
 fn quantity_eq(item: &Item<'_>, text: &str) -> bool {
-    let Some(q) = item.as_quantity() else { return false };
+    let Some(q) = item.as_quantity() else {
+        return false;
+    };
     let (v, u) = text.split_once(' ').unwrap_or((text, ""));
     Decimal::from_str(v).ok() == Some(q.value) && u.trim_matches('\'') == &*q.unit
 }
@@ -85,11 +102,18 @@ fn quantity_eq(item: &Item<'_>, text: &str) -> bool {
 /// Ok(()) on pass, Err(description) on failure.
 fn run_case(case: &Case, inputs: &HashMap<String, Value>) -> Result<(), String> {
     let resource = match &case.input {
-        Some(name) => Some(inputs.get(name).ok_or_else(|| format!("no JSON input for {name}"))?),
+        Some(name) => Some(
+            inputs
+                .get(name)
+                .ok_or_else(|| format!("no JSON input for {name}"))?,
+        ),
         None => None,
     };
     let options = CompileOptions {
-        context_type: resource.and_then(|r| r.get("resourceType")).and_then(Value::as_str).map(String::from),
+        context_type: resource
+            .and_then(|r| r.get("resourceType"))
+            .and_then(Value::as_str)
+            .map(String::from),
         strict: case.strict,
     };
     let compiled = Expression::compile(&case.expression, &options);
@@ -98,7 +122,8 @@ fn run_case(case: &Case, inputs: &HashMap<String, Value>) -> Result<(), String> 
             Some(r) => EvalContext::new(r),
             None => EvalContext::empty(),
         };
-        e.evaluate(&ctx).map(|items| items.into_iter().map(|i| i.system()).collect::<Vec<_>>())
+        e.evaluate(&ctx)
+            .map(|items| items.into_iter().map(|i| i.system()).collect::<Vec<_>>())
     });
     if case.invalid {
         return match result {
@@ -107,24 +132,49 @@ fn run_case(case: &Case, inputs: &HashMap<String, Value>) -> Result<(), String> 
         };
     }
     let items = result.map_err(|e| format!("unexpected error: {e}"))?;
-    let items = if case.predicate { vec![Item::Boolean(!items.is_empty())] } else { items };
-    let shown = || items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    let items = if case.predicate {
+        vec![Item::Boolean(!items.is_empty())]
+    } else {
+        items
+    };
+    let shown = || {
+        items
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if items.len() != case.outputs.len() {
-        return Err(format!("expected {} item(s) {:?}, got [{}]", case.outputs.len(), case.outputs.iter().map(|o| &o.1).collect::<Vec<_>>(), shown()));
+        return Err(format!(
+            "expected {} item(s) {:?}, got [{}]",
+            case.outputs.len(),
+            case.outputs.iter().map(|o| &o.1).collect::<Vec<_>>(),
+            shown()
+        ));
     }
     let ok = if case.unordered {
         let mut used = vec![false; items.len()];
         case.outputs.iter().all(|(ty, text)| {
-            let found = items.iter().enumerate().find(|(i, it)| !used[*i] && matches_expected(it, ty.as_deref(), text));
+            let found = items
+                .iter()
+                .enumerate()
+                .find(|(i, it)| !used[*i] && matches_expected(it, ty.as_deref(), text));
             found.map(|(i, _)| used[i] = true).is_some()
         })
     } else {
-        items.iter().zip(&case.outputs).all(|(it, (ty, text))| matches_expected(it, ty.as_deref(), text))
+        items
+            .iter()
+            .zip(&case.outputs)
+            .all(|(it, (ty, text))| matches_expected(it, ty.as_deref(), text))
     };
     if ok {
         Ok(())
     } else {
-        Err(format!("expected {:?}, got [{}]", case.outputs.iter().map(|o| &o.1).collect::<Vec<_>>(), shown()))
+        Err(format!(
+            "expected {:?}, got [{}]",
+            case.outputs.iter().map(|o| &o.1).collect::<Vec<_>>(),
+            shown()
+        ))
     }
 }
 
@@ -133,7 +183,10 @@ fn known_failures() -> BTreeMap<String, String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.split_once(':').map(|(n, r)| (n.trim().to_string(), r.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(n, r)| (n.trim().to_string(), r.trim().to_string()))
+        })
         .collect()
 }
 
@@ -161,9 +214,16 @@ fn fhirpath_r4_suite() {
                 }
             }
             Err(why) => {
-                failing.insert(case.name.clone(), format!("{} -- {why}", case.expression.trim().replace('\n', " ")));
+                failing.insert(
+                    case.name.clone(),
+                    format!("{} -- {why}", case.expression.trim().replace('\n', " ")),
+                );
                 if !known.contains_key(&case.name) {
-                    unexpected.push(format!("{}: `{}` {why}", case.name, case.expression.trim().replace('\n', " ")));
+                    unexpected.push(format!(
+                        "{}: `{}` {why}",
+                        case.name,
+                        case.expression.trim().replace('\n', " ")
+                    ));
                 }
             }
         }
@@ -174,7 +234,14 @@ fn fhirpath_r4_suite() {
     for (name, why) in &failing {
         println!("  failing: {name}: {why}");
     }
-    assert!(unexpected.is_empty(), "cases failing that known-failures.txt does not list:\n{}", unexpected.join("\n"));
-    assert!(now_passing.is_empty(), "cases listed in known-failures.txt now pass; remove them: {now_passing:?}");
+    assert!(
+        unexpected.is_empty(),
+        "cases failing that known-failures.txt does not list:\n{}",
+        unexpected.join("\n")
+    );
+    assert!(
+        now_passing.is_empty(),
+        "cases listed in known-failures.txt now pass; remove them: {now_passing:?}"
+    );
     assert!(rate >= 98.0, "pass rate {rate:.2}% is below 98%");
 }

@@ -6,14 +6,20 @@ use vigil_fhir_model::Model;
 use vigil_fhirpath::{CompileOptions, Expression};
 
 fn compile_in(expr: &str, ctx: &str) -> Result<Expression, String> {
-    let opts = CompileOptions { context_type: Some(ctx.to_string()), strict: false };
+    let opts = CompileOptions {
+        context_type: Some(ctx.to_string()),
+        strict: false,
+    };
     Expression::compile(expr, &opts).map_err(|e| format!("{ctx}: `{expr}`: {e}"))
 }
 
 /// Invariants that are wrong in the published R4 definitions themselves.
 const DEFINITION_DEFECTS: &[(&str, &str)] = &[
     ("cid-0", "ChargeItemDefinition has no `name` element in R4"),
-    ("dom-r4b", "names R4B resource types (Citation, Evidence, ...) that R4 does not have"),
+    (
+        "dom-r4b",
+        "names R4B resource types (Citation, Evidence, ...) that R4 does not have",
+    ),
 ];
 
 #[test]
@@ -21,7 +27,11 @@ fn all_invariants_compile() {
     let model = Model::r4();
     let mut errors = Vec::new();
     let mut count = 0;
-    for ty in model.resource_types().chain(["Quantity", "Period", "Extension", "Narrative", "Reference"]) {
+    for ty in
+        model
+            .resource_types()
+            .chain(["Quantity", "Period", "Extension", "Narrative", "Reference"])
+    {
         let def = model.type_def(ty).unwrap();
         for c in &def.constraints {
             count += 1;
@@ -35,7 +45,10 @@ fn all_invariants_compile() {
         while let Some(id) = stack.pop() {
             let node = model.node(id);
             for child in &node.children {
-                if let Some(b) = child.backbone.filter(|b| *b != id && &*model.node(*b).path == &*child.path) {
+                if let Some(b) = child
+                    .backbone
+                    .filter(|b| *b != id && &*model.node(*b).path == &*child.path)
+                {
                     stack.push(b);
                 }
                 for c in &child.constraints {
@@ -51,7 +64,12 @@ fn all_invariants_compile() {
         }
     }
     println!("{count} invariants compiled");
-    assert!(errors.is_empty(), "{} of {count} failed:\n{}", errors.len(), errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "{} of {count} failed:\n{}",
+        errors.len(),
+        errors.join("\n")
+    );
 }
 
 #[test]

@@ -1,1 +1,30 @@
-fn main() {}
+//! The `vigil` command.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod cmd;
+
+#[derive(Parser)]
+#[command(
+    name = "vigil",
+    version,
+    about = "Vigil: open-source remote patient monitoring on FHIR R4"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Evaluate a FHIRPath expression and print the result collection as a JSON array.
+    Fhirpath(cmd::fhirpath::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Fhirpath(args) => cmd::fhirpath::run(args),
+    }
+}

@@ -1,0 +1,92 @@
+//! The `vigil` command line, run as a real process.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn fixture(path: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn vigil(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(args)
+        .output()
+        .expect("run vigil")
+}
+
+fn stdout_json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "vigil failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+#[test]
+fn fhirpath_prints_result_collection_as_json() {
+    let patient = fixture("fhirpath-r4/input/patient-example.json");
+    let out = vigil(&[
+        "fhirpath",
+        "Patient.name.where(use = 'official').given",
+        "--input",
+        &patient,
+    ]);
+    assert_eq!(stdout_json(&out), serde_json::json!(["Peter", "James"]));
+
+    // complex values as FHIR JSON, dates as strings, System quantities as value/unit
+    let out = vigil(&[
+        "fhirpath",
+        "telecom.first() | birthDate | 37.5 'Cel' | @2014-01-25T14:30",
+        "--input",
+        &patient,
+    ]);
+    let v = stdout_json(&out);
+    assert_eq!(v[0]["use"], "home");
+    assert_eq!(v[1], "1974-12-25");
+    assert_eq!(v[2], serde_json::json!({"value": 37.5, "unit": "Cel"}));
+    assert_eq!(v[3], "2014-01-25T14:30");
+}
+
+#[test]
+fn fhirpath_variables_and_exact_decimals() {
+    let out = vigil(&["fhirpath", "%threshold + 0.10", "--var", "threshold=1.50"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[1.60]");
+    let out = vigil(&[
+        "fhirpath",
+        "%codes.count()",
+        "--var",
+        r#"codes=["a","b","c"]"#,
+    ]);
+    assert_eq!(stdout_json(&out), serde_json::json!([3]));
+}
+
+#[test]
+fn fhirpath_errors_go_to_stderr_with_position_and_status_2() {
+    let out = vigil(&["fhirpath", "1 + (2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("syntax error at 1:7"), "{err}");
+
+    let patient = fixture("fhirpath-r4/input/patient-example.json");
+    let out = vigil(&["fhirpath", "name.given1", "--input", &patient]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("semantic error at 1:6"));
+
+    let out = vigil(&["fhirpath", "(1 | 2).single()"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("evaluation error"));
+}
+
+#[test]
+fn fhirpath_reports_unreadable_input() {
+    let out = vigil(&["fhirpath", "1", "--input", "/nonexistent/file.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/file.json"));
+}
