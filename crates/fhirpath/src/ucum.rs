@@ -17,7 +17,10 @@ pub type Dims = [i8; 7];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Canonical {
-    pub factor: Decimal,
+    /// The unit's size in base units is `num / den`; kept as a fraction so that
+    /// conversions divide once, at the end (`/min` is 1/60, not 0.01666…).
+    pub num: Decimal,
+    pub den: Decimal,
     pub dims: Dims,
     /// Arbitrary units (e.g. `[iU]`) that have no dimension of their own.
     pub arbitrary: Vec<(String, i8)>,
@@ -144,14 +147,16 @@ fn dec(s: &str) -> Decimal {
 fn atom(symbol: &str) -> Option<Canonical> {
     if let Some(&(_, _, f, d)) = ATOMS.iter().find(|a| a.0 == symbol) {
         return Some(Canonical {
-            factor: dec(f),
+            num: dec(f),
+            den: Decimal::ONE,
             dims: d,
             arbitrary: vec![],
         });
     }
     if ARBITRARY.contains(&symbol) {
         return Some(Canonical {
-            factor: Decimal::ONE,
+            num: Decimal::ONE,
+            den: Decimal::ONE,
             dims: ONE,
             arbitrary: vec![(symbol.to_string(), 1)],
         });
@@ -160,14 +165,16 @@ fn atom(symbol: &str) -> Option<Canonical> {
         if let Some(rest) = symbol.strip_prefix(p) {
             if let Some(&(_, true, f, d)) = ATOMS.iter().find(|a| a.0 == rest) {
                 return Some(Canonical {
-                    factor: dec(pf).checked_mul(dec(f))?,
+                    num: dec(pf).checked_mul(dec(f))?,
+            den: Decimal::ONE,
                     dims: d,
                     arbitrary: vec![],
                 });
             }
             if rest == "[iU]" || rest == "[IU]" {
                 return Some(Canonical {
-                    factor: dec(pf),
+                    num: dec(pf),
+            den: Decimal::ONE,
                     dims: ONE,
                     arbitrary: vec![("[iU]".to_string(), 1)],
                 });
@@ -178,19 +185,21 @@ fn atom(symbol: &str) -> Option<Canonical> {
 }
 
 fn pow(c: &Canonical, e: i8) -> Option<Canonical> {
-    let mut factor = Decimal::ONE;
+    let (mut num, mut den) = (Decimal::ONE, Decimal::ONE);
     for _ in 0..e.unsigned_abs() {
-        factor = factor.checked_mul(c.factor)?;
+        num = num.checked_mul(c.num)?;
+        den = den.checked_mul(c.den)?;
     }
     if e < 0 {
-        factor = Decimal::ONE.checked_div(factor)?;
+        std::mem::swap(&mut num, &mut den);
     }
     let mut dims = ONE;
     for i in 0..7 {
         dims[i] = c.dims[i] * e;
     }
     Some(Canonical {
-        factor,
+        num,
+        den,
         dims,
         arbitrary: c
             .arbitrary
@@ -201,17 +210,18 @@ fn pow(c: &Canonical, e: i8) -> Option<Canonical> {
 }
 
 fn combine(a: Canonical, b: Canonical, sign: i8) -> Option<Canonical> {
-    let factor = if sign > 0 {
-        a.factor.checked_mul(b.factor)?
+    let (num, den) = if sign > 0 {
+        (a.num.checked_mul(b.num)?, a.den.checked_mul(b.den)?)
     } else {
-        a.factor.checked_div(b.factor)?
+        (a.num.checked_mul(b.den)?, a.den.checked_mul(b.num)?)
     };
     let mut arbitrary = a.arbitrary;
     for (n, p) in b.arbitrary {
         arbitrary.push((n, p * sign));
     }
     Some(Canonical {
-        factor,
+        num,
+        den,
         dims: dims_mul(a.dims, b.dims, sign),
         arbitrary,
     })
@@ -226,7 +236,8 @@ impl UnitParser<'_> {
     fn term(&mut self) -> Option<Canonical> {
         let mut acc = if self.s.get(self.i) == Some(&b'/') {
             Canonical {
-                factor: Decimal::ONE,
+                num: Decimal::ONE,
+            den: Decimal::ONE,
                 dims: ONE,
                 arbitrary: vec![],
             }
@@ -264,7 +275,8 @@ impl UnitParser<'_> {
             b'{' => {
                 self.annotation();
                 Some(Canonical {
-                    factor: Decimal::ONE,
+                    num: Decimal::ONE,
+            den: Decimal::ONE,
                     dims: ONE,
                     arbitrary: vec![],
                 })
@@ -290,7 +302,8 @@ impl UnitParser<'_> {
                 }
                 let unit = if base.bytes().all(|b| b.is_ascii_digit()) {
                     Canonical {
-                        factor: Decimal::from_str(base).ok()?,
+                        num: Decimal::from_str(base).ok()?,
+            den: Decimal::ONE,
                         dims: ONE,
                         arbitrary: vec![],
                     }
@@ -341,7 +354,8 @@ fn split_exponent(sym: &str) -> (&str, i8) {
 pub fn parse(unit: &str) -> Option<Canonical> {
     if unit.is_empty() {
         return Some(Canonical {
-            factor: Decimal::ONE,
+            num: Decimal::ONE,
+            den: Decimal::ONE,
             dims: ONE,
             arbitrary: vec![],
         });
@@ -385,7 +399,8 @@ pub fn to_canonical(value: Decimal, unit: &str) -> Option<(Decimal, Canonical)> 
             return Some((
                 k,
                 Canonical {
-                    factor: Decimal::ONE,
+                    num: Decimal::ONE,
+            den: Decimal::ONE,
                     dims: KEL,
                     arbitrary: vec![],
                 },
@@ -399,7 +414,8 @@ pub fn to_canonical(value: Decimal, unit: &str) -> Option<(Decimal, Canonical)> 
             return Some((
                 k,
                 Canonical {
-                    factor: Decimal::ONE,
+                    num: Decimal::ONE,
+            den: Decimal::ONE,
                     dims: KEL,
                     arbitrary: vec![],
                 },
@@ -408,11 +424,12 @@ pub fn to_canonical(value: Decimal, unit: &str) -> Option<(Decimal, Canonical)> 
         _ => {}
     }
     let c = parse(unit)?;
-    let v = value.checked_mul(c.factor)?;
+    let v = value.checked_mul(c.num)?.checked_div(c.den)?;
     Some((
         v,
         Canonical {
-            factor: Decimal::ONE,
+            num: Decimal::ONE,
+            den: Decimal::ONE,
             ..c
         },
     ))
@@ -435,7 +452,15 @@ pub fn convert(value: Decimal, from: &str, to: &str) -> Option<Decimal> {
             if ct.dims != cf.dims || ct.arbitrary != cf.arbitrary {
                 return None;
             }
-            base.checked_div(ct.factor)
+            match parse(from) {
+                // value * num_from * den_to / (den_from * num_to): a single division
+                Some(f) => value
+                    .checked_mul(f.num)?
+                    .checked_mul(ct.den)?
+                    .checked_div(f.den.checked_mul(ct.num)?),
+                // offset scales (Cel, [degF]) were converted to kelvin above
+                None => base.checked_mul(ct.den)?.checked_div(ct.num),
+            }
         }
     }
 }
@@ -484,6 +509,7 @@ mod tests {
             convert(d("1"), "{beats}/min", "/min").map(|v| v.normalize()),
             Some(d("1"))
         );
+        assert_eq!(convert(d("37"), "Cel", "K"), Some(d("310.15")));
         assert!(is_valid("kg/m2"));
         assert!(is_valid("mL/min/{1.73_m2}"));
         assert!(!is_valid("furlongs"));
