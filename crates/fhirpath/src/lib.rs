@@ -22,6 +22,9 @@ pub mod temporal;
 pub mod ucum;
 mod value;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 
 pub use ast::{Expr, ExprKind, Func};
