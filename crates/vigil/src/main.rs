@@ -20,11 +20,15 @@ struct Cli {
 enum Command {
     /// Evaluate a FHIRPath expression and print the result collection as a JSON array.
     Fhirpath(cmd::fhirpath::Args),
+    /// Validate FHIR R4 resources (structure, formats, required bindings, invariants).
+    /// Exits 1 if any resource has errors.
+    Validate(cmd::validate::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Fhirpath(args) => cmd::fhirpath::run(args),
+        Command::Validate(args) => cmd::validate::run(args),
     }
 }

@@ -90,3 +90,35 @@ fn fhirpath_reports_unreadable_input() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/file.json"));
 }
+
+#[test]
+fn validate_reports_every_issue_and_exits_1_on_errors() {
+    let good = fixture("fhir-r4-examples/patient-example.json");
+    let out = vigil(&["validate", &good]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
+
+    let dir = std::env::temp_dir().join(format!("vigil-cli-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"resourceType":"Patient","gender":"mal","birthDate":"1974-13-01","nickname":"x"}"#,
+    )
+    .unwrap();
+    let out = vigil(&["validate", "--json", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    let locations: Vec<String> = outcome["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["expression"].as_array().cloned().unwrap_or_default())
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    for expected in ["Patient.gender", "Patient.birthDate", "Patient.nickname"] {
+        assert!(locations.iter().any(|l| l == expected), "{expected} not in {locations:?}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

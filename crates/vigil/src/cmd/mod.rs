@@ -1,1 +1,2 @@
 pub mod fhirpath;
+pub mod validate;
