@@ -1,13 +1,14 @@
 //! The evaluator: navigation over FHIR JSON, operators, and dispatch to functions.
 
 use crate::ast::{BinOp, Expr, ExprKind, Lit, TypeSpec, UnOp};
+use crate::lookup::{self, ChildKind};
 use crate::temporal::level;
 use crate::value::{decimal_equivalent, Collection, Item, Node, NodeType, Quantity, Str};
 use crate::{EvalContext, Expression};
 use rust_decimal::prelude::*;
 use serde_json::Value;
 use std::cmp::Ordering;
-use vigil_fhir_model::{Model, TypeKind};
+use vigil_fhir_model::TypeKind;
 
 #[derive(Debug)]
 pub(crate) struct EvalError {
@@ -72,8 +73,15 @@ pub(crate) fn eval<'a>(e: &Expr, focus: &[Item<'a>], env: &Env<'_, 'a>) -> R<Col
             Ok(out)
         }
         ExprKind::Member(target, name) => {
-            let t = eval(target, focus, env)?;
-            let mut out = Vec::new();
+            let mut t = eval(target, focus, env)?;
+            if let [Item::Node(n)] = t[..] {
+                // One node (the usual case on a path): reuse its collection for the
+                // children rather than allocating another.
+                t.clear();
+                children_named(&n, name, &mut t);
+                return Ok(t);
+            }
+            let mut out = Vec::with_capacity(t.len());
             for item in &t {
                 match item {
                     Item::Node(n) => children_named(n, name, &mut out),
@@ -97,13 +105,7 @@ pub(crate) fn eval<'a>(e: &Expr, focus: &[Item<'a>], env: &Env<'_, 'a>) -> R<Col
             args,
             types,
         } => {
-            let input = match target {
-                Some(t) => eval(t, focus, env)?,
-                None => match env.this {
-                    Some(t) => vec![t.clone()],
-                    None => focus.to_vec(),
-                },
-            };
+            let input = fn_input(target.as_deref(), focus, env)?;
             crate::functions::call(
                 *func,
                 input,
@@ -226,7 +228,10 @@ pub(crate) fn singleton<'c, 'a>(c: &'c [Item<'a>], pos: usize) -> R<Option<&'c I
 
 /// Whether a node's type is `name` or derives from it (used for `Patient.` at path start).
 fn is_of_type_name(n: &Node<'_>, name: &str) -> bool {
-    Model::r4().is_subtype(n.type_name(), name)
+    match n.ty {
+        NodeType::Known(id) => lookup::tables().node_is_subtype(id, name),
+        NodeType::Unknown => lookup::tables().is_subtype(n.type_name(), name),
+    }
 }
 
 fn push_values<'a>(
@@ -238,6 +243,7 @@ fn push_values<'a>(
     match (value, ext) {
         (Some(Value::Array(vs)), ext) => {
             let exts = ext.and_then(Value::as_array);
+            out.reserve(vs.len());
             for (i, v) in vs.iter().enumerate() {
                 let e = exts.and_then(|a| a.get(i)).filter(|e| !e.is_null());
                 let v = (!v.is_null()).then_some(v);
@@ -273,107 +279,175 @@ fn push_values<'a>(
     }
 }
 
-fn resource_type(v: &Value) -> NodeType {
-    v.get("resourceType")
+pub(crate) fn resource_type(v: &Value) -> NodeType {
+    v.as_object()
+        .and_then(|o| lookup::get(o, "resourceType"))
         .and_then(Value::as_str)
-        .and_then(|t| Model::r4().type_id(t))
+        .and_then(|t| lookup::tables().type_id(t))
         .map_or(NodeType::Unknown, NodeType::Known)
+}
+
+/// The type of JSON the model does not describe: a resource if it says so, else unknown.
+fn untyped(v: &Value) -> NodeType {
+    if v.is_object() {
+        resource_type(v)
+    } else {
+        NodeType::Unknown
+    }
 }
 
 /// Append the children called `name` of a node.
 pub(crate) fn children_named<'a>(n: &Node<'a>, name: &str, out: &mut Collection<'a>) {
-    let model = Model::r4();
-    // A primitive's id and extensions live in its `_name` sibling object.
-    let (obj, def) = if n.is_primitive() {
-        (n.ext.and_then(Value::as_object), n.def())
-    } else {
-        (n.object(), n.def())
-    };
-    let Some(obj) = obj else { return };
-    let Some(def) = def else {
+    let Some(obj) = node_object(n) else { return };
+    let NodeType::Known(id) = n.ty else {
         // untyped JSON: plain property access
-        let v = obj.get(name);
-        let e = obj.get(&format!("_{name}"));
-        push_values(
-            v,
-            e,
-            |v| {
-                if v.is_object() {
-                    resource_type(v)
-                } else {
-                    NodeType::Unknown
-                }
-            },
-            out,
-        );
+        let v = lookup::get(obj, name);
+        let e = lookup::get_ext(obj, name, None);
+        push_values(v, e, untyped, out);
         return;
     };
-    match def.child(name) {
-        Some(m) if m.child.choice && m.choice_type.is_none() => {
-            // `value` on `value[x]`: whichever typed property is present
+    let found = lookup::tables().child(id, name);
+    model_children(obj, id, &found, name, out);
+}
+
+/// The JSON object holding a node's children: its value, or for a primitive the `_name`
+/// sibling object with its id and extensions.
+fn node_object<'a>(n: &Node<'a>) -> Option<&'a serde_json::Map<String, Value>> {
+    if n.is_primitive() {
+        n.ext.and_then(Value::as_object)
+    } else {
+        n.object()
+    }
+}
+
+/// `children_named` on a typed node, with the child already looked up.
+fn model_children<'a>(
+    obj: &'a serde_json::Map<String, Value>,
+    id: vigil_fhir_model::NodeId,
+    found: &lookup::ChildLookup<'_>,
+    name: &str,
+    out: &mut Collection<'a>,
+) {
+    let tables = lookup::tables();
+    let Some(entry) = found.entry() else {
+        // Not in the model (e.g. content of a newer version): still reachable, untyped.
+        if let Some(v) = lookup::get(obj, name) {
+            push_values(Some(v), lookup::get_ext(obj, name, None), untyped, out);
+        }
+        return;
+    };
+    match entry.kind {
+        ChildKind::ChoiceBase => {
+            // `value` on `value[x]`: whichever typed property is present. Every typed
+            // name starts with the base name, so other keys need no lookup.
+            let m = entry.m;
             for (k, v) in obj {
-                if let Some(km) = def.child(k) {
-                    if std::ptr::eq(km.child, m.child) {
-                        if let Some(t) = km.choice_type {
-                            let id = model.child_node(m.child, t);
-                            let ext = obj.get(&format!("_{k}"));
-                            push_values(
-                                Some(v),
-                                ext,
-                                |_| id.map_or(NodeType::Unknown, NodeType::Known),
-                                out,
-                            );
-                        }
-                    }
+                if k.len() <= name.len() || !lookup::has_prefix(k, name) {
+                    continue;
+                }
+                let km = tables.child(id, k);
+                let Some(ke) = km.entry() else { continue };
+                if !lookup::same_child(ke.m.child, m.child) {
+                    continue;
+                }
+                if let Some(t) = ke.m.choice_type {
+                    let tid = match ke.kind {
+                        ChildKind::Typed { id, .. } => id,
+                        _ => lookup::tables_child_node(m.child, t),
+                    };
+                    let ext = lookup::get_ext(obj, k, Some(&ke.ext_name));
+                    push_values(
+                        Some(v),
+                        ext,
+                        |_| tid.map_or(NodeType::Unknown, NodeType::Known),
+                        out,
+                    );
                 }
             }
             // primitives with only an extension (`_valueString`)
             for (k, e) in obj {
-                if let Some(base) = k.strip_prefix('_') {
-                    if obj.contains_key(base) {
-                        continue;
-                    }
-                    if let Some(km) = def.child(base) {
-                        if std::ptr::eq(km.child, m.child) {
-                            push_values(None, Some(e), |_| NodeType::Unknown, out);
-                        }
+                let Some(base) = k.strip_prefix('_') else {
+                    continue;
+                };
+                if !lookup::has_prefix(base, name) {
+                    continue;
+                }
+                if lookup::contains(obj, base) {
+                    continue;
+                }
+                let km = tables.child(id, base);
+                if let Some(ke) = km.entry() {
+                    if lookup::same_child(ke.m.child, m.child) {
+                        push_values(None, Some(e), |_| NodeType::Unknown, out);
                     }
                 }
             }
         }
-        Some(m) => {
-            let t: &str = m
-                .choice_type
-                .unwrap_or_else(|| m.child.types.first().map_or("", |t| &**t));
-            let v = obj.get(name);
-            let e = if model.is_primitive(t) {
-                obj.get(&format!("_{name}"))
+        ChildKind::Resource => push_values(lookup::get(obj, name), None, resource_type, out),
+        ChildKind::Typed { id, primitive } => {
+            let v = lookup::get(obj, name);
+            let e = if primitive {
+                lookup::get_ext(obj, name, Some(&entry.ext_name))
             } else {
                 None
             };
-            if t == "Resource" || t == "DomainResource" {
-                push_values(v, None, resource_type, out);
-            } else {
-                let id = model.child_node(m.child, t);
-                push_values(v, e, |_| id.map_or(NodeType::Unknown, NodeType::Known), out);
-            }
+            push_values(v, e, |_| id.map_or(NodeType::Unknown, NodeType::Known), out);
         }
-        None => {
-            // Not in the model (e.g. content of a newer version): still reachable, untyped.
-            if let Some(v) = obj.get(name) {
-                push_values(
-                    Some(v),
-                    obj.get(&format!("_{name}")),
-                    |v| {
-                        if v.is_object() {
-                            resource_type(v)
-                        } else {
-                            NodeType::Unknown
-                        }
-                    },
-                    out,
-                );
-            }
+    }
+}
+
+/// The children called `name` of a node, as one item when there is one: a typed element
+/// whose JSON value is not an array (the usual case for `code`, `status`, `system`...)
+/// needs no collection.
+enum Children<'a> {
+    Empty,
+    One(Item<'a>),
+    Many(Collection<'a>),
+}
+
+fn child_single<'a>(n: &Node<'a>, name: &str) -> Children<'a> {
+    let Some(obj) = node_object(n) else {
+        return Children::Empty;
+    };
+    let NodeType::Known(id) = n.ty else {
+        let mut out = Vec::new();
+        children_named(n, name, &mut out);
+        return Children::Many(out);
+    };
+    let found = lookup::tables().child(id, name);
+    let Some(&lookup::ChildEntry {
+        kind: ChildKind::Typed { id: tid, primitive },
+        ref ext_name,
+        ..
+    }) = found.entry()
+    else {
+        let mut out = Vec::new();
+        model_children(obj, id, &found, name, &mut out);
+        return Children::Many(out);
+    };
+    let v = lookup::get(obj, name);
+    let e = if primitive {
+        lookup::get_ext(obj, name, Some(ext_name))
+    } else {
+        None
+    };
+    let ty = tid.map_or(NodeType::Unknown, NodeType::Known);
+    // The same cases as `push_values`.
+    match (v, e) {
+        (Some(Value::Array(_)), _) | (None, Some(Value::Array(_))) => {
+            let mut out = Vec::new();
+            push_values(v, e, |_| ty, &mut out);
+            Children::Many(out)
+        }
+        (Some(Value::Null), None) | (None, None) => Children::Empty,
+        (v, e) => {
+            let v = v.filter(|v| !v.is_null());
+            let ty = if v.is_some() { ty } else { NodeType::Unknown };
+            Children::One(Item::Node(Node {
+                value: v,
+                ext: e,
+                ty,
+            }))
         }
     }
 }
@@ -386,28 +460,43 @@ pub(crate) fn all_children<'a>(n: &Node<'a>, out: &mut Collection<'a>) {
         n.object()
     };
     let Some(obj) = obj else { return };
-    let def = n.def();
-    let model = Model::r4();
+    let tables = lookup::tables();
     for (k, v) in obj {
         if k == "resourceType" || k == "fhir_comments" {
             continue;
         }
         if let Some(base) = k.strip_prefix('_') {
-            if !obj.contains_key(base) {
+            if !lookup::contains(obj, base) {
                 push_values(None, Some(v), |_| NodeType::Unknown, out);
             }
             continue;
         }
-        let ext = obj.get(&format!("_{k}"));
-        match def.and_then(|d| d.child(k)) {
-            Some(m) => {
-                let t: &str = m
-                    .choice_type
-                    .unwrap_or_else(|| m.child.types.first().map_or("", |t| &**t));
-                if t == "Resource" || t == "DomainResource" {
+        let found = match n.ty {
+            NodeType::Known(id) => tables.child(id, k),
+            NodeType::Unknown => lookup::ChildLookup::Missing,
+        };
+        let entry = found.entry();
+        let ext = lookup::get_ext(obj, k, entry.map(|e| &*e.ext_name));
+        match entry.map(|e| e.kind) {
+            Some(ChildKind::Resource) => push_values(Some(v), None, resource_type, out),
+            Some(ChildKind::Typed { id, .. }) => push_values(
+                Some(v),
+                ext,
+                |_| id.map_or(NodeType::Unknown, NodeType::Known),
+                out,
+            ),
+            Some(ChildKind::ChoiceBase) => {
+                // A choice's base name as a JSON property (`"value": ...`) is not valid
+                // FHIR JSON; typed as the model's first type, as the model lookup did.
+                let m = entry.map(|e| e.m);
+                let id = m.and_then(|m| {
+                    let t = m.child.types.first().map_or("", |t| &**t);
+                    lookup::tables_child_node(m.child, t)
+                });
+                let t = m.and_then(|m| m.child.types.first().map(|t| &**t));
+                if matches!(t, Some("Resource") | Some("DomainResource")) {
                     push_values(Some(v), None, resource_type, out);
                 } else {
-                    let id = model.child_node(m.child, t);
                     push_values(
                         Some(v),
                         ext,
@@ -416,18 +505,7 @@ pub(crate) fn all_children<'a>(n: &Node<'a>, out: &mut Collection<'a>) {
                     );
                 }
             }
-            None => push_values(
-                Some(v),
-                ext,
-                |v| {
-                    if v.is_object() {
-                        resource_type(v)
-                    } else {
-                        NodeType::Unknown
-                    }
-                },
-                out,
-            ),
+            None => push_values(Some(v), ext, untyped, out),
         }
     }
 }
@@ -466,12 +544,11 @@ pub(crate) fn is_type(item: &Item<'_>, ts: &TypeSpec) -> bool {
 
 fn fhir_is(item: &Item<'_>, name: &str) -> bool {
     let Item::Node(n) = item else { return false };
-    let model = Model::r4();
     if let Some(d) = n.def() {
         if d.kind == TypeKind::Backbone {
             return name == "BackboneElement" || name == "Element" || &*d.type_name == name;
         }
-        return model.is_subtype(&d.type_name, name);
+        return lookup::tables().node_is_subtype(d.id, name);
     }
     n.type_name() == name
 }
@@ -485,6 +562,244 @@ fn to_bool_3(c: &[Item<'_>], pos: usize) -> R<Option<bool>> {
     }
 }
 
+/// Operators whose result is empty or a single Boolean: they can be computed without
+/// building a collection, and their operands never reach the result.
+pub(crate) fn is_boolean_op(op: BinOp) -> bool {
+    matches!(
+        op,
+        BinOp::And
+            | BinOp::Or
+            | BinOp::Xor
+            | BinOp::Implies
+            | BinOp::Eq
+            | BinOp::Ne
+            | BinOp::Equiv
+            | BinOp::NotEquiv
+            | BinOp::Lt
+            | BinOp::Gt
+            | BinOp::Le
+            | BinOp::Ge
+            | BinOp::In
+            | BinOp::Contains
+    )
+}
+
+/// An evaluated operand of a boolean operator: a single item (a literal or `$this`,
+/// without allocating a collection) or a collection.
+enum Operand<'x> {
+    One(Item<'x>),
+    Many(Collection<'x>),
+}
+
+impl<'x> Operand<'x> {
+    fn as_slice(&self) -> &[Item<'x>] {
+        match self {
+            Operand::One(i) => std::slice::from_ref(i),
+            Operand::Many(c) => c,
+        }
+    }
+}
+
+/// Evaluate an operand whose items do not outlive the operator. A string literal is
+/// borrowed from the expression: materialising it would allocate the string and a
+/// collection on every evaluation (e.g. once per item inside `where(code = 'x')`).
+fn operand<'x, 'a: 'x>(e: &'x Expr, focus: &[Item<'a>], env: &Env<'_, 'a>) -> R<Operand<'x>> {
+    Ok(match &e.kind {
+        ExprKind::Literal(Lit::String(s)) => Operand::One(Item::String(Str::Borrowed(s))),
+        ExprKind::Literal(l) => Operand::One(literal(l)),
+        ExprKind::This if env.this.is_some() => match env.this {
+            Some(t) => Operand::One(t.clone()),
+            None => Operand::Many(Vec::new()),
+        },
+        // An element of the single focus node: usually one value, taken without a
+        // collection.
+        ExprKind::Ident(_) => match single_element(e, focus) {
+            Some(Children::One(item)) => Operand::One(item),
+            Some(Children::Empty) => Operand::Many(Vec::new()),
+            Some(Children::Many(v)) => Operand::Many(v),
+            None => Operand::Many(eval(e, focus, env)?),
+        },
+        _ => Operand::Many(eval(e, focus, env)?),
+    })
+}
+
+/// Whether an expression always yields empty or a single Boolean, which `truth`
+/// computes without building a collection.
+pub(crate) fn is_boolean_expr(e: &Expr) -> bool {
+    match &e.kind {
+        ExprKind::Binary(op, _, _) => is_boolean_op(*op),
+        ExprKind::Fn { func, .. } => crate::functions::is_boolean_fn(*func),
+        _ => false,
+    }
+}
+
+/// An expression's value as a logical operand (`None` for empty), as `to_bool_3` reads
+/// it, without building the collection when the expression is a boolean operator or
+/// function. For those it is also the exact value (empty or one Boolean).
+pub(crate) fn truth<'a>(e: &Expr, focus: &[Item<'a>], env: &Env<'_, 'a>) -> R<Option<bool>> {
+    match &e.kind {
+        ExprKind::Binary(op, l, r) if is_boolean_op(*op) => {
+            boolean_op(*op, l, r, focus, env, e.pos)
+        }
+        ExprKind::Fn {
+            target, func, args, ..
+        } if crate::functions::is_boolean_fn(*func) => {
+            let input = fn_input(target.as_deref(), focus, env)?;
+            crate::functions::boolean_fn(*func, &input, args, focus, env, e.pos)
+        }
+        _ => to_bool_3(&eval(e, focus, env)?, e.pos),
+    }
+}
+
+/// The input of a function call. Borrowed when it is `$this` or the focus, and a single
+/// item when the target is an element that holds one value: most functions only read
+/// their input, and building a collection for it on every call was a measurable cost.
+pub(crate) enum Input<'s, 'a> {
+    Borrowed(&'s [Item<'a>]),
+    One(Item<'a>),
+    Owned(Collection<'a>),
+}
+
+impl<'a> std::ops::Deref for Input<'_, 'a> {
+    type Target = [Item<'a>];
+    fn deref(&self) -> &[Item<'a>] {
+        match self {
+            Input::Borrowed(s) => s,
+            Input::One(i) => std::slice::from_ref(i),
+            Input::Owned(v) => v,
+        }
+    }
+}
+
+impl<'a> Input<'_, 'a> {
+    /// The input as a collection of its own (copied only when borrowed).
+    pub(crate) fn into_owned(self) -> Collection<'a> {
+        match self {
+            Input::Borrowed(s) => s.to_vec(),
+            Input::One(i) => vec![i],
+            Input::Owned(v) => v,
+        }
+    }
+}
+
+/// The input of a function call: its target's value, else `$this` or the focus.
+fn fn_input<'s, 'a>(
+    target: Option<&Expr>,
+    focus: &'s [Item<'a>],
+    env: &'s Env<'_, 'a>,
+) -> R<Input<'s, 'a>> {
+    Ok(match target {
+        Some(t) => match single_element(t, focus) {
+            Some(Children::One(item)) => Input::One(item),
+            Some(Children::Empty) => Input::Owned(Vec::new()),
+            Some(Children::Many(v)) => Input::Owned(v),
+            None => Input::Owned(eval(t, focus, env)?),
+        },
+        None => match env.this {
+            Some(t) => Input::Borrowed(std::slice::from_ref(t)),
+            None => Input::Borrowed(focus),
+        },
+    })
+}
+
+/// An identifier on a single focus node (`code` in `code = 'x'` inside `where`), by
+/// `child_single`; `None` for anything else, which the general evaluation handles.
+/// Capitalised names may be type names (`Patient`), so they are left to it too.
+fn single_element<'a>(e: &Expr, focus: &[Item<'a>]) -> Option<Children<'a>> {
+    match (&e.kind, focus) {
+        (ExprKind::Ident(name), [Item::Node(n)])
+            if !name.starts_with(|c: char| c.is_ascii_uppercase()) =>
+        {
+            Some(child_single(n, name))
+        }
+        _ => None,
+    }
+}
+
+/// A boolean operator (`is_boolean_op`); `None` is the empty result.
+pub(crate) fn boolean_op<'a>(
+    op: BinOp,
+    l: &Expr,
+    r: &Expr,
+    focus: &[Item<'a>],
+    env: &Env<'_, 'a>,
+    pos: usize,
+) -> R<Option<bool>> {
+    // Logical operators: three-valued, with short-circuit where the answer is known.
+    if let BinOp::And | BinOp::Or | BinOp::Xor | BinOp::Implies = op {
+        let a = truth(l, focus, env)?;
+        let short = match (op, a) {
+            (BinOp::And, Some(false)) => Some(false),
+            (BinOp::Or, Some(true)) => Some(true),
+            (BinOp::Implies, Some(false)) => Some(true),
+            _ => None,
+        };
+        if short.is_some() {
+            return Ok(short);
+        }
+        let b = truth(r, focus, env)?;
+        return Ok(match op {
+            BinOp::And => match (a, b) {
+                (Some(true), Some(true)) => Some(true),
+                (_, Some(false)) => Some(false),
+                _ => None,
+            },
+            BinOp::Or => match (a, b) {
+                (_, Some(true)) => Some(true),
+                (Some(false), Some(false)) => Some(false),
+                _ => None,
+            },
+            BinOp::Xor => match (a, b) {
+                (Some(x), Some(y)) => Some(x != y),
+                _ => None,
+            },
+            _ => match (a, b) {
+                (Some(true), b) => b,
+                (None, Some(true)) => Some(true),
+                _ => None,
+            },
+        });
+    }
+    let a = operand(l, focus, env)?;
+    let b = operand(r, focus, env)?;
+    let (a, b) = (a.as_slice(), b.as_slice());
+    match op {
+        BinOp::Eq | BinOp::Ne => {
+            if a.is_empty() || b.is_empty() {
+                return Ok(None);
+            }
+            Ok(collections_equal(a, b).map(|e| if op == BinOp::Eq { e } else { !e }))
+        }
+        BinOp::Equiv | BinOp::NotEquiv => {
+            let eq = collections_equivalent(a, b);
+            Ok(Some(if op == BinOp::Equiv { eq } else { !eq }))
+        }
+        BinOp::Lt | BinOp::Gt | BinOp::Le | BinOp::Ge => {
+            let (Some(x), Some(y)) = (singleton(a, l.pos)?, singleton(b, r.pos)?) else {
+                return Ok(None);
+            };
+            let Some(ord) = compare(x, y, pos)? else {
+                return Ok(None);
+            };
+            Ok(Some(match op {
+                BinOp::Lt => ord == Ordering::Less,
+                BinOp::Gt => ord == Ordering::Greater,
+                BinOp::Le => ord != Ordering::Greater,
+                _ => ord != Ordering::Less,
+            }))
+        }
+        _ => {
+            // In / Contains
+            let (elem, coll, epos) = if op == BinOp::In {
+                (a, b, l.pos)
+            } else {
+                (b, a, r.pos)
+            };
+            Ok(singleton(elem, epos)?.map(|x| coll.iter().any(|c| equals(x, c) == Some(true))))
+        }
+    }
+}
+
 fn binary<'a>(
     op: BinOp,
     l: &Expr,
@@ -493,102 +808,34 @@ fn binary<'a>(
     env: &Env<'_, 'a>,
     pos: usize,
 ) -> R<Collection<'a>> {
-    // Logical operators: three-valued, with short-circuit where the answer is known.
-    match op {
-        BinOp::And | BinOp::Or | BinOp::Xor | BinOp::Implies => {
-            let a = to_bool_3(&eval(l, focus, env)?, l.pos)?;
-            let short = match (op, a) {
-                (BinOp::And, Some(false)) => Some(false),
-                (BinOp::Or, Some(true)) => Some(true),
-                (BinOp::Implies, Some(false)) => Some(true),
-                _ => None,
-            };
-            if let Some(s) = short {
-                return Ok(vec![Item::Boolean(s)]);
-            }
-            let b = to_bool_3(&eval(r, focus, env)?, r.pos)?;
-            let out = match op {
-                BinOp::And => match (a, b) {
-                    (Some(true), Some(true)) => Some(true),
-                    (_, Some(false)) => Some(false),
-                    _ => None,
-                },
-                BinOp::Or => match (a, b) {
-                    (_, Some(true)) => Some(true),
-                    (Some(false), Some(false)) => Some(false),
-                    _ => None,
-                },
-                BinOp::Xor => match (a, b) {
-                    (Some(x), Some(y)) => Some(x != y),
-                    _ => None,
-                },
-                _ => match (a, b) {
-                    (Some(true), b) => b,
-                    (None, Some(true)) => Some(true),
-                    _ => None,
-                },
-            };
-            return Ok(out.map(Item::Boolean).into_iter().collect());
-        }
-        _ => {}
+    if is_boolean_op(op) {
+        return Ok(boolean_op(op, l, r, focus, env, pos)?
+            .map(Item::Boolean)
+            .into_iter()
+            .collect());
     }
     let a = eval(l, focus, env)?;
     let b = eval(r, focus, env)?;
     match op {
         BinOp::Union => {
-            let mut out = Vec::with_capacity(a.len() + b.len());
-            for i in a.into_iter().chain(b) {
+            // Deduplicate the left operand in place (keeping first occurrences, in
+            // order), then append what is new from the right: no third collection.
+            let mut out = a;
+            let mut kept = 0;
+            for j in 0..out.len() {
+                if !out[..kept].iter().any(|o| equals(o, &out[j]) == Some(true)) {
+                    out.swap(kept, j);
+                    kept += 1;
+                }
+            }
+            out.truncate(kept);
+            out.reserve(b.len());
+            for i in b {
                 if !out.iter().any(|o| equals(o, &i) == Some(true)) {
                     out.push(i);
                 }
             }
             Ok(out)
-        }
-        BinOp::Eq | BinOp::Ne => {
-            if a.is_empty() || b.is_empty() {
-                return Ok(Vec::new());
-            }
-            let eq = collections_equal(&a, &b);
-            Ok(eq
-                .map(|e| Item::Boolean(if op == BinOp::Eq { e } else { !e }))
-                .into_iter()
-                .collect())
-        }
-        BinOp::Equiv | BinOp::NotEquiv => {
-            let eq = collections_equivalent(&a, &b);
-            Ok(vec![Item::Boolean(if op == BinOp::Equiv {
-                eq
-            } else {
-                !eq
-            })])
-        }
-        BinOp::Lt | BinOp::Gt | BinOp::Le | BinOp::Ge => {
-            let (Some(x), Some(y)) = (singleton(&a, l.pos)?, singleton(&b, r.pos)?) else {
-                return Ok(Vec::new());
-            };
-            let Some(ord) = compare(x, y, pos)? else {
-                return Ok(Vec::new());
-            };
-            let res = match op {
-                BinOp::Lt => ord == Ordering::Less,
-                BinOp::Gt => ord == Ordering::Greater,
-                BinOp::Le => ord != Ordering::Greater,
-                _ => ord != Ordering::Less,
-            };
-            Ok(vec![Item::Boolean(res)])
-        }
-        BinOp::In | BinOp::Contains => {
-            let (elem, coll, epos) = if op == BinOp::In {
-                (&a, &b, l.pos)
-            } else {
-                (&b, &a, r.pos)
-            };
-            match singleton(elem, epos)? {
-                None => Ok(Vec::new()),
-                Some(x) => Ok(vec![Item::Boolean(
-                    coll.iter().any(|c| equals(x, c) == Some(true)),
-                )]),
-            }
         }
         BinOp::Concat => {
             let s = |c: &[Item<'a>], p| -> R<String> {
@@ -833,7 +1080,10 @@ pub(crate) fn equals(a: &Item<'_>, b: &Item<'_>) -> Option<bool> {
     use Item::*;
     let (x, y) = (a.system(), b.system());
     match (&x, &y) {
-        (Node(n), Node(m)) => Some(n.value == m.value && (n.value.is_some() || n.ext == m.ext)),
+        (Node(n), Node(m)) => Some(
+            lookup::json_opt_eq(n.value, m.value)
+                && (n.value.is_some() || lookup::json_opt_eq(n.ext, m.ext)),
+        ),
         (Node(_), Quantity(_)) | (Quantity(_), Node(_)) => {
             let (p, q) = (a.as_quantity()?, b.as_quantity()?);
             p.compare(&q).map(|o| o == Ordering::Equal)
@@ -885,7 +1135,7 @@ pub(crate) fn equivalent(a: &Item<'_>, b: &Item<'_>) -> bool {
                 all_children(m, &mut cb);
                 collections_equivalent(&ca, &cb)
             }
-            _ => n.value == m.value,
+            _ => lookup::json_opt_eq(n.value, m.value),
         },
         _ => equals(a, b) == Some(true),
     }

@@ -1,10 +1,10 @@
 //! The FHIRPath function library (FHIRPath 2.0 plus the FHIR R4 additions and the 2.1
 //! string, math and boundary functions the R4 test suite uses).
 
-use crate::ast::{Expr, ExprKind, Func, TypeSpec, UnOp};
+use crate::ast::{Expr, ExprKind, Func, Lit, TypeSpec, UnOp};
 use crate::eval::{
-    all_children, children_named, compare, equals, eval, fail, is_exact_type, is_type, singleton,
-    string_of, Env, EvalError, R,
+    all_children, children_named, compare, equals, eval, fail, is_boolean_expr, is_exact_type,
+    is_type, singleton, string_of, truth, Env, EvalError, Input, R,
 };
 use crate::temporal::{DateTime, Time};
 use crate::ucum;
@@ -12,6 +12,7 @@ use crate::value::{parse_decimal, Collection, Item, Node, Quantity};
 use base64::Engine as _;
 use rust_decimal::prelude::*;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use vigil_fhir_model::Model;
 
@@ -23,7 +24,7 @@ struct Call<'x, 'e, 'a> {
     name: &'static str,
 }
 
-impl<'a> Call<'_, '_, 'a> {
+impl<'x, 'a> Call<'x, '_, 'a> {
     /// Evaluate a plain (non-lambda) argument in the caller's context.
     fn arg(&self, i: usize) -> R<Collection<'a>> {
         match self.args.get(i) {
@@ -38,10 +39,21 @@ impl<'a> Call<'_, '_, 'a> {
         Ok(singleton(&c, self.args.get(i).map_or(self.pos, |e| e.pos))?.cloned())
     }
 
-    fn arg_str(&self, i: usize) -> R<Option<String>> {
+    /// A string argument. A string literal is borrowed from the expression rather than
+    /// evaluated (which would allocate the string and a collection on every call).
+    fn arg_str(&self, i: usize) -> R<Option<Cow<'x, str>>> {
+        if let Some(Expr {
+            kind: ExprKind::Literal(Lit::String(s)),
+            ..
+        }) = self.args.get(i)
+        {
+            return Ok(Some(Cow::Borrowed(s.as_str())));
+        }
         match self.arg1(i)? {
             None => Ok(None),
-            Some(v) => Ok(Some(string_of(&v, self.name, self.pos)?.to_string())),
+            Some(v) => Ok(Some(Cow::Owned(
+                string_of(&v, self.name, self.pos)?.to_string(),
+            ))),
         }
     }
 
@@ -79,6 +91,19 @@ impl<'a> Call<'_, '_, 'a> {
 
     /// A criterion: empty is false, a boolean is itself, anything else is an error.
     fn criterion(&self, i: usize, item: &Item<'a>, index: usize) -> R<bool> {
+        // A boolean operator (`code = 'x'`, `a and b`) yields empty or one Boolean:
+        // compute it directly rather than through a one-item collection.
+        let e = &self.args[i];
+        if is_boolean_expr(e) {
+            let env = Env {
+                ctx: self.env.ctx,
+                this: Some(item),
+                index: Some(index),
+                total: self.env.total,
+            };
+            let focus = std::slice::from_ref(item);
+            return Ok(truth(e, focus, &env)?.unwrap_or(false));
+        }
         let c = self.lambda(i, item, index)?;
         match c.as_slice() {
             [] => Ok(false),
@@ -96,6 +121,63 @@ impl<'a> Call<'_, '_, 'a> {
 
     fn err<T>(&self, msg: impl Into<String>) -> R<T> {
         fail(self.pos, msg)
+    }
+}
+
+/// Whether `func` yields empty or a single Boolean that `boolean_fn` computes.
+pub(crate) fn is_boolean_fn(func: Func) -> bool {
+    matches!(func, Func::Empty | Func::Exists | Func::All | Func::Not)
+}
+
+/// `empty()`, `exists()`, `all()` and `not()` as a plain value (`None` = empty), so that
+/// criteria and logical operands need not build a one-item collection.
+pub(crate) fn boolean_fn<'a>(
+    func: Func,
+    input: &[Item<'a>],
+    args: &[Expr],
+    focus: &[Item<'a>],
+    env: &Env<'_, 'a>,
+    pos: usize,
+) -> R<Option<bool>> {
+    let c = Call {
+        args,
+        focus,
+        env,
+        pos,
+        name: func.name(),
+    };
+    boolean_result(&c, func, input)
+}
+
+fn boolean_result<'a>(c: &Call<'_, '_, 'a>, func: Func, input: &[Item<'a>]) -> R<Option<bool>> {
+    match func {
+        Func::Empty => Ok(Some(input.is_empty())),
+        Func::Exists => {
+            if c.args.is_empty() {
+                return Ok(Some(!input.is_empty()));
+            }
+            for (i, item) in input.iter().enumerate() {
+                if c.criterion(0, item, i)? {
+                    return Ok(Some(true));
+                }
+            }
+            Ok(Some(false))
+        }
+        Func::All => {
+            for (i, item) in input.iter().enumerate() {
+                if !c.criterion(0, item, i)? {
+                    return Ok(Some(false));
+                }
+            }
+            Ok(Some(true))
+        }
+        _ => match input {
+            // not()
+            [] => Ok(None),
+            // a single non-boolean item counts as true
+            [i] => Ok(Some(!i.as_bool().unwrap_or(true))),
+            _ => c.err("not() needs a single item"),
+        },
     }
 }
 
@@ -132,7 +214,7 @@ fn distinct<'a>(input: Collection<'a>) -> Collection<'a> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn call<'a>(
     func: Func,
-    input: Collection<'a>,
+    input: Input<'_, 'a>,
     args: &[Expr],
     types: Option<&TypeSpec>,
     has_target: bool,
@@ -149,29 +231,13 @@ pub(crate) fn call<'a>(
     };
     use Func::*;
     match func {
-        Empty => boolean(input.is_empty()),
-        Exists => {
-            if args.is_empty() {
-                return boolean(!input.is_empty());
-            }
-            for (i, item) in input.iter().enumerate() {
-                if c.criterion(0, item, i)? {
-                    return boolean(true);
-                }
-            }
-            boolean(false)
-        }
-        All => {
-            for (i, item) in input.iter().enumerate() {
-                if !c.criterion(0, item, i)? {
-                    return boolean(false);
-                }
-            }
-            boolean(true)
-        }
+        Empty | Exists | All | Not => Ok(boolean_result(&c, func, &input)?
+            .map(Item::Boolean)
+            .into_iter()
+            .collect()),
         AllTrue | AnyTrue | AllFalse | AnyFalse => {
             let mut bools = Vec::with_capacity(input.len());
-            for i in &input {
+            for i in input.iter() {
                 match i.as_bool() {
                     Some(b) => bools.push(b),
                     None => return c.err(format!("{}() needs booleans", c.name)),
@@ -187,9 +253,9 @@ pub(crate) fn call<'a>(
         SubsetOf | SupersetOf => {
             let other = c.arg(0)?;
             let (sub, sup) = if func == SubsetOf {
-                (&input, &other)
+                (&input[..], &other[..])
             } else {
-                (&other, &input)
+                (&other[..], &input[..])
             };
             boolean(
                 sub.iter()
@@ -197,19 +263,32 @@ pub(crate) fn call<'a>(
             )
         }
         Count => Ok(vec![Item::Integer(input.len() as i64)]),
-        Distinct => Ok(distinct(input)),
+        Distinct => Ok(distinct(input.into_owned())),
         IsDistinct => {
             let n = input.len();
-            boolean(distinct(input).len() == n)
+            boolean(distinct(input.into_owned()).len() == n)
         }
         Where => {
-            let mut out = Vec::new();
-            for (i, item) in input.iter().enumerate() {
-                if c.criterion(0, item, i)? {
-                    out.push(item.clone());
-                }
+            // Filter in place when the input is already ours (no second collection).
+            let mut out = input.into_owned();
+            let mut index = 0;
+            let mut err = None;
+            out.retain(|item| {
+                let keep = err.is_none()
+                    && match c.criterion(0, item, index) {
+                        Ok(k) => k,
+                        Err(e) => {
+                            err = Some(e);
+                            false
+                        }
+                    };
+                index += 1;
+                keep
+            });
+            match err {
+                Some(e) => Err(e),
+                None => Ok(out),
             }
-            Ok(out)
         }
         Select => {
             let mut out = Vec::new();
@@ -220,7 +299,7 @@ pub(crate) fn call<'a>(
         }
         Repeat | RepeatAll => {
             let mut out: Collection<'a> = Vec::new();
-            let mut queue = input;
+            let mut queue = input.into_owned();
             let mut rounds = 0;
             while !queue.is_empty() {
                 rounds += 1;
@@ -245,14 +324,16 @@ pub(crate) fn call<'a>(
                 pos,
                 message: "ofType() needs a type".into(),
             })?;
-            Ok(input.into_iter().filter(|i| is_exact_type(i, ts)).collect())
+            let mut out = input.into_owned();
+            out.retain(|i| is_exact_type(i, ts));
+            Ok(out)
         }
         Is => {
             let ts = types.ok_or_else(|| EvalError {
                 pos,
                 message: "is() needs a type".into(),
             })?;
-            match input.as_slice() {
+            match &input[..] {
                 [] => Ok(vec![]),
                 [i] => boolean(is_type(i, ts)),
                 _ => c.err("is() needs a single item"),
@@ -266,33 +347,41 @@ pub(crate) fn call<'a>(
             if input.len() > 1 {
                 return c.err("as() needs a single item");
             }
-            Ok(input.into_iter().filter(|i| is_exact_type(i, ts)).collect())
+            let mut out = input.into_owned();
+            out.retain(|i| is_exact_type(i, ts));
+            Ok(out)
         }
         Single => match input.len() {
-            0 | 1 => Ok(input),
+            0 | 1 => Ok(input.into_owned()),
             n => c.err(format!("single() found {n} items")),
         },
-        First => Ok(input.into_iter().take(1).collect()),
+        First => {
+            let mut out = input.into_owned();
+            out.truncate(1);
+            Ok(out)
+        }
         Last => Ok(input.last().cloned().into_iter().collect()),
-        Tail => Ok(input.into_iter().skip(1).collect()),
+        Tail => Ok(input.iter().skip(1).cloned().collect()),
         Skip => {
             let n = c.arg_int(0)?.unwrap_or(0);
             Ok(input
-                .into_iter()
+                .iter()
                 .skip(usize::try_from(n).unwrap_or(0))
+                .cloned()
                 .collect())
         }
         Take => {
             let n = c.arg_int(0)?.unwrap_or(0);
             Ok(input
-                .into_iter()
+                .iter()
                 .take(usize::try_from(n).unwrap_or(0))
+                .cloned()
                 .collect())
         }
         Intersect => {
             let other = c.arg(0)?;
             let mut out: Collection<'a> = Vec::new();
-            for i in input {
+            for i in input.into_owned() {
                 if other.iter().any(|o| equals(o, &i) == Some(true))
                     && !out.iter().any(|o| equals(o, &i) == Some(true))
                 {
@@ -304,21 +393,22 @@ pub(crate) fn call<'a>(
         Exclude => {
             let other = c.arg(0)?;
             Ok(input
-                .into_iter()
+                .iter()
                 .filter(|i| !other.iter().any(|o| equals(o, i) == Some(true)))
+                .cloned()
                 .collect())
         }
         Union => {
-            let mut all = input;
+            let mut all = input.into_owned();
             all.extend(c.arg(0)?);
             Ok(distinct(all))
         }
         Combine => {
-            let mut all = input;
+            let mut all = input.into_owned();
             all.extend(c.arg(0)?);
             Ok(all)
         }
-        Iif => iif(&c, input, has_target),
+        Iif => iif(&c, &input, has_target),
         ToBoolean => opt(single(&input, &c)?
             .and_then(|i| to_boolean(&i))
             .map(Item::Boolean)),
@@ -382,9 +472,9 @@ pub(crate) fn call<'a>(
                 return Ok(vec![]);
             };
             let found = if func == IndexOf {
-                s.find(&sub)
+                s.find(&*sub)
             } else {
-                s.rfind(&sub)
+                s.rfind(&*sub)
             };
             Ok(vec![Item::Integer(
                 found.map_or(-1, |b| s[..b].chars().count() as i64),
@@ -421,9 +511,9 @@ pub(crate) fn call<'a>(
                 return Ok(vec![]);
             };
             boolean(match func {
-                StartsWith => s.starts_with(&sub),
-                EndsWith => s.ends_with(&sub),
-                _ => s.contains(&sub),
+                StartsWith => s.starts_with(&*sub),
+                EndsWith => s.ends_with(&*sub),
+                _ => s.contains(&*sub),
             })
         }
         Upper | Lower | Trim | Length | ToChars => {
@@ -449,14 +539,14 @@ pub(crate) fn call<'a>(
             };
             if pat.is_empty() {
                 // insert the replacement around every character
-                let mut out = rep.clone();
+                let mut out = rep.to_string();
                 for ch in s.chars() {
                     out.push(ch);
                     out.push_str(&rep);
                 }
                 return Ok(vec![Item::string(out)]);
             }
-            Ok(vec![Item::string(s.replace(&pat, &rep))])
+            Ok(vec![Item::string(s.replace(&*pat, &rep))])
         }
         Matches | MatchesFull | ReplaceMatches => {
             let Some(s) = single(&input, &c)? else {
@@ -478,7 +568,7 @@ pub(crate) fn call<'a>(
             let body = if func == MatchesFull {
                 format!("^(?:{pat})$")
             } else {
-                pat
+                pat.into_owned()
             };
             // FHIRPath regexes are single-line by default: '.' matches newlines
             let full = if prefix.is_empty() {
@@ -486,10 +576,13 @@ pub(crate) fn call<'a>(
             } else {
                 format!("(?s{prefix}){body}")
             };
-            let re = regex::Regex::new(&full).map_err(|e| EvalError {
+            let invalid = |e: regex::Error| EvalError {
                 pos,
                 message: format!("invalid regex: {e}"),
-            })?;
+            };
+            // Compile (or find) the regex before evaluating the replacement, so an invalid
+            // pattern is the error reported, as before the cache.
+            with_regex(&full, |_| ()).map_err(invalid)?;
             if func == ReplaceMatches {
                 let Some(rep) = c.arg_str(1)? else {
                     return Ok(vec![]);
@@ -497,11 +590,11 @@ pub(crate) fn call<'a>(
                 if body.is_empty() {
                     return Ok(vec![Item::string(s.to_string())]);
                 }
-                return Ok(vec![Item::string(
-                    re.replace_all(&s, rep.as_str()).into_owned(),
-                )]);
+                let out = with_regex(&full, |re| re.replace_all(&s, &*rep).into_owned())
+                    .map_err(invalid)?;
+                return Ok(vec![Item::string(out)]);
             }
-            boolean(re.is_match(&s))
+            boolean(with_regex(&full, |re| re.is_match(&s)).map_err(invalid)?)
         }
         Split => {
             let Some(s) = single(&input, &c)? else {
@@ -511,12 +604,12 @@ pub(crate) fn call<'a>(
             let Some(sep) = c.arg_str(0)? else {
                 return Ok(vec![]);
             };
-            Ok(s.split(sep.as_str()).map(Item::string).collect())
+            Ok(s.split(&*sep).map(Item::string).collect())
         }
         Join => {
             let sep = c.arg_str(0)?.unwrap_or_default();
             let mut parts = Vec::with_capacity(input.len());
-            for i in &input {
+            for i in input.iter() {
                 parts.push(string_of(i, c.name, pos)?.to_string());
             }
             Ok(vec![Item::string(parts.join(&sep))])
@@ -536,7 +629,7 @@ pub(crate) fn call<'a>(
         }
         Children => {
             let mut out = Vec::new();
-            for i in &input {
+            for i in input.iter() {
                 if let Item::Node(n) = i {
                     all_children(n, &mut out);
                 }
@@ -545,7 +638,7 @@ pub(crate) fn call<'a>(
         }
         Descendants => {
             let mut out = Vec::new();
-            let mut frontier = input;
+            let mut frontier = input.into_owned();
             while !frontier.is_empty() {
                 let mut next = Vec::new();
                 for i in &frontier {
@@ -568,12 +661,14 @@ pub(crate) fn call<'a>(
                     }
                     out
                 } else {
-                    input.clone()
+                    input.to_vec()
                 };
-                sink.borrow_mut()
-                    .push((label, shown.iter().map(Item::to_json).collect()));
+                sink.borrow_mut().push((
+                    label.into_owned(),
+                    shown.iter().map(Item::to_json).collect(),
+                ));
             }
-            Ok(input)
+            Ok(input.into_owned())
         }
         Now | Today | TimeOfDay => {
             let now = now_utc();
@@ -611,13 +706,7 @@ pub(crate) fn call<'a>(
                 Item::Type { namespace, name }
             })
             .collect()),
-        Not => match input.as_slice() {
-            [] => Ok(vec![]),
-            // a single non-boolean item counts as true
-            [i] => boolean(!i.as_bool().unwrap_or(true)),
-            _ => c.err("not() needs a single item"),
-        },
-        Sort => sort(&c, input),
+        Sort => sort(&c, input.into_owned()),
         LowBoundary | HighBoundary => {
             let Some(v) = single(&input, &c)? else {
                 return Ok(vec![]);
@@ -661,7 +750,7 @@ pub(crate) fn call<'a>(
                 return Ok(vec![]);
             };
             let mut out = Vec::new();
-            for i in &input {
+            for i in input.iter() {
                 if let Item::Node(n) = i {
                     let mut exts = Vec::new();
                     children_named(n, "extension", &mut exts);
@@ -671,7 +760,7 @@ pub(crate) fn call<'a>(
                                 en.object()
                                     .and_then(|o| o.get("url"))
                                     .and_then(Value::as_str)
-                                    == Some(url.as_str())
+                                    == Some(&*url)
                             }
                             _ => false,
                         }
@@ -680,16 +769,16 @@ pub(crate) fn call<'a>(
             }
             Ok(out)
         }
-        HasValue => boolean(
-            matches!(input.as_slice(), [Item::Node(n)] if n.is_primitive() && n.value.is_some()),
-        ),
-        GetValue => match input.as_slice() {
+        HasValue => {
+            boolean(matches!(&input[..], [Item::Node(n)] if n.is_primitive() && n.value.is_some()))
+        }
+        GetValue => match &input[..] {
             [Item::Node(n)] if n.is_primitive() => opt(n.to_system()),
             _ => Ok(vec![]),
         },
         Resolve => {
             let mut out = Vec::new();
-            for i in &input {
+            for i in input.iter() {
                 if let Some(r) = resolve(i, env) {
                     out.push(r);
                 }
@@ -742,7 +831,7 @@ pub(crate) fn call<'a>(
                 .iter()
                 .filter_map(|i| i.as_str().map(|s| s.to_string()))
                 .collect();
-            for i in &input {
+            for i in input.iter() {
                 if let Item::Node(n) = i {
                     let mut mods = Vec::new();
                     children_named(n, "modifierExtension", &mut mods);
@@ -761,7 +850,7 @@ pub(crate) fn call<'a>(
                     }
                 }
             }
-            Ok(input)
+            Ok(input.into_owned())
         }
         GetResourceKey => Ok(input
             .iter()
@@ -814,7 +903,37 @@ fn same_item(a: &Item<'_>, b: &Item<'_>) -> bool {
     }
 }
 
-fn iif<'a>(c: &Call<'_, '_, 'a>, input: Collection<'a>, has_target: bool) -> R<Collection<'a>> {
+/// How many compiled regexes a thread keeps; past that the cache starts over (patterns
+/// usually come from a fixed set of expressions, so this is rarely reached).
+const REGEX_CACHE_MAX: usize = 256;
+
+thread_local! {
+    /// Compiled regexes by full pattern. Compiling a regex costs far more than matching a
+    /// short FHIR string with it, and expressions are evaluated many times with the same
+    /// patterns. Per thread, so no locking; `Regex` is used in place rather than cloned
+    /// (a clone would start with an empty match cache).
+    static REGEXES: std::cell::RefCell<std::collections::HashMap<String, regex::Regex>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Run `f` with the compiled regex for `pattern`, compiling it on first use.
+fn with_regex<T>(pattern: &str, f: impl FnOnce(&regex::Regex) -> T) -> Result<T, regex::Error> {
+    REGEXES.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        if let Some(re) = cache.get(pattern) {
+            return Ok(f(re));
+        }
+        let re = regex::Regex::new(pattern)?;
+        if cache.len() >= REGEX_CACHE_MAX {
+            cache.clear();
+        }
+        let out = f(&re);
+        cache.insert(pattern.to_string(), re);
+        Ok(out)
+    })
+}
+
+fn iif<'a>(c: &Call<'_, '_, 'a>, input: &[Item<'a>], has_target: bool) -> R<Collection<'a>> {
     if has_target && input.len() > 1 {
         return c.err("iif() needs at most one input item");
     }
@@ -1037,7 +1156,7 @@ fn to_quantity(i: &Item<'_>) -> Option<Quantity> {
 /// `"10 'mg'"`, `"4 days"`, `"1.5"`.
 fn parse_quantity_string(s: &str) -> Option<Quantity> {
     let s = s.trim();
-    let (num, rest) = match s.find(|c: char| c == ' ' || c == '\'') {
+    let (num, rest) = match s.find([' ', '\'']) {
         Some(i) => (&s[..i], s[i..].trim()),
         None => (s, ""),
     };
@@ -1061,7 +1180,7 @@ fn codec(func: Func, s: &str, fmt: &str) -> Option<String> {
         (Func::Decode, "base64") => b64.decode(s).ok().and_then(|v| String::from_utf8(v).ok()),
         (Func::Decode, "urlbase64") => url.decode(s).ok().and_then(|v| String::from_utf8(v).ok()),
         (Func::Decode, "hex") => {
-            if s.len() % 2 != 0 {
+            if !s.len().is_multiple_of(2) {
                 return None;
             }
             let bytes: Option<Vec<u8>> = (0..s.len())
@@ -1293,13 +1412,8 @@ fn resolve<'a>(item: &Item<'a>, env: &Env<'_, 'a>) -> Option<Item<'a>> {
             Some(o) => o.get("reference").and_then(Value::as_str)?,
             None => n.value.and_then(Value::as_str)?, // canonical / uri
         },
-        Item::String(s) => {
-            // only strings borrowed from the input can be resolved to input nodes
-            match s {
-                crate::value::Str::Borrowed(b) => b,
-                _ => return None,
-            }
-        }
+        // only strings borrowed from the input can be resolved to input nodes
+        Item::String(crate::value::Str::Borrowed(b)) => b,
         _ => return None,
     };
     let ctx = env.ctx;
@@ -1430,13 +1544,11 @@ fn html_is_safe(div: &str) -> bool {
         match b[i] {
             b'<' => in_tag = true,
             b'>' => in_tag = false,
-            b' ' | b'\t' | b'\n' if in_tag => {
-                if lower[i + 1..].starts_with("on") {
-                    let rest = &lower[i + 3..];
-                    let name_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-                    if name_len > 0 && rest[name_len..].trim_start().starts_with('=') {
-                        return false;
-                    }
+            b' ' | b'\t' | b'\n' if in_tag && lower[i + 1..].starts_with("on") => {
+                let rest = &lower[i + 3..];
+                let name_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+                if name_len > 0 && rest[name_len..].trim_start().starts_with('=') {
+                    return false;
                 }
             }
             _ => {}

@@ -17,6 +17,7 @@ mod ast;
 mod check;
 mod eval;
 mod functions;
+mod lookup;
 mod parser;
 pub mod temporal;
 pub mod ucum;
@@ -164,6 +165,9 @@ impl Expression {
     }
 }
 
+/// Where `trace()` output goes when captured: (label, items as JSON) per call.
+pub(crate) type TraceSink = std::rc::Rc<std::cell::RefCell<Vec<(String, Vec<serde_json::Value>)>>>;
+
 /// What an expression is evaluated against: the focus (`$this` at the top), the resource
 /// (`%resource`), the root resource (`%rootResource`, e.g. the Bundle or container) and
 /// user variables.
@@ -173,8 +177,7 @@ pub struct EvalContext<'a> {
     pub(crate) resource: Option<Item<'a>>,
     pub(crate) root_resource: Option<Item<'a>>,
     pub(crate) variables: HashMap<String, Collection<'a>>,
-    pub(crate) trace:
-        Option<std::rc::Rc<std::cell::RefCell<Vec<(String, Vec<serde_json::Value>)>>>>,
+    pub(crate) trace: Option<TraceSink>,
     pub(crate) resolve_by_type: bool,
 }
 
@@ -237,9 +240,7 @@ impl<'a> EvalContext<'a> {
     }
 
     /// Collect `trace()` output instead of discarding it.
-    pub fn capture_trace(
-        &mut self,
-    ) -> std::rc::Rc<std::cell::RefCell<Vec<(String, Vec<serde_json::Value>)>>> {
+    pub fn capture_trace(&mut self) -> TraceSink {
         let sink = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
         self.trace = Some(sink.clone());
         sink

@@ -650,6 +650,7 @@ impl fmt::Display for Time {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -7,7 +7,11 @@ use serde_json::{json, Value};
 
 fn eval_on(expr: &str, resource: &Value) -> Vec<String> {
     let e = Expression::parse(expr).unwrap();
-    e.evaluate(&EvalContext::new(resource)).unwrap().iter().map(|i| i.to_string()).collect()
+    e.evaluate(&EvalContext::new(resource))
+        .unwrap()
+        .iter()
+        .map(|i| i.to_string())
+        .collect()
 }
 
 fn eval(expr: &str) -> Vec<String> {
@@ -30,22 +34,33 @@ fn resolve_in_bundles_and_contained_resources() {
         ]
     });
     assert_eq!(
-        eval_on("Bundle.entry.resource.ofType(Observation).subject.resolve().gender", &bundle),
+        eval_on(
+            "Bundle.entry.resource.ofType(Observation).subject.resolve().gender",
+            &bundle
+        ),
         ["female"]
     );
     assert_eq!(
-        eval_on("Bundle.entry.resource.ofType(Observation).subject.resolve() is Patient", &bundle),
+        eval_on(
+            "Bundle.entry.resource.ofType(Observation).subject.resolve() is Patient",
+            &bundle
+        ),
         ["true"]
     );
     // a contained reference resolves within the containing resource
     let obs = &bundle["entry"][1]["resource"];
-    assert_eq!(eval_on("Observation.performer.resolve().active", obs), ["true"]);
+    assert_eq!(
+        eval_on("Observation.performer.resolve().active", obs),
+        ["true"]
+    );
     // unresolvable references are empty unless search indexing asks for typed stand-ins
     let lone = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
                       "subject": {"reference": "Patient/123"}});
     assert!(eval_on("subject.resolve()", &lone).is_empty());
     let e = Expression::parse("subject.where(resolve() is Patient)").unwrap();
-    let out = e.evaluate(&EvalContext::new(&lone).resolve_references_by_type(true)).unwrap();
+    let out = e
+        .evaluate(&EvalContext::new(&lone).resolve_references_by_type(true))
+        .unwrap();
     assert_eq!(out.len(), 1);
 }
 
@@ -55,7 +70,11 @@ fn clinical_units_compare_across_ucum() {
     assert_eq!(eval("38.5 'Cel' > 101 '[degF]'"), ["true"]);
     assert_eq!(eval("70 'kg' = 70000 'g'"), ["true"]);
     assert_eq!(eval("90 '/min' = 1.5 '/s'"), ["true"]);
-    assert_eq!(eval("5.5 'mmol/L' = 99 'mg/dL'"), Vec::<String>::new(), "not commensurable: empty");
+    assert_eq!(
+        eval("5.5 'mmol/L' = 99 'mg/dL'"),
+        Vec::<String>::new(),
+        "not commensurable: empty"
+    );
     assert_eq!(eval("2 'h' = 120 'min'"), ["true"]);
     assert_eq!(eval("(95 '%').value"), Vec::<String>::new());
     let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "w"},
@@ -70,8 +89,14 @@ fn decimals_keep_their_written_precision() {
             "valueQuantity": {"value": 37.50, "unit": "Cel"}}"#,
     )
     .unwrap();
-    assert_eq!(eval_on("Observation.value.ofType(Quantity).value", &obs), ["37.50"]);
-    assert_eq!(eval_on("Observation.value.ofType(Quantity).value.precision()", &obs), ["2"]);
+    assert_eq!(
+        eval_on("Observation.value.ofType(Quantity).value", &obs),
+        ["37.50"]
+    );
+    assert_eq!(
+        eval_on("Observation.value.ofType(Quantity).value.precision()", &obs),
+        ["2"]
+    );
     assert_eq!(eval("0.1 + 0.2 = 0.3"), ["true"]);
     assert_eq!(eval("1.0 / 3 * 3 > 0.99"), ["true"]);
 }
@@ -82,9 +107,17 @@ fn variables_and_environment() {
     let e = Expression::parse("%resource.id & '-' & %limit.toString() & '-' & %ucum").unwrap();
     let mut ctx = EvalContext::new(&patient);
     ctx.set_variable("limit", vec![Item::Integer(3)]);
-    let out: Vec<String> = e.evaluate(&ctx).unwrap().iter().map(|i| i.to_string()).collect();
+    let out: Vec<String> = e
+        .evaluate(&ctx)
+        .unwrap()
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
     assert_eq!(out, ["p-3-http://unitsofmeasure.org"]);
-    let err = Expression::parse("%nope").unwrap().evaluate(&EvalContext::new(&patient)).unwrap_err();
+    let err = Expression::parse("%nope")
+        .unwrap()
+        .evaluate(&EvalContext::new(&patient))
+        .unwrap_err();
     assert!(matches!(err, Error::Evaluation { .. }), "{err}");
     // leap-day arithmetic clamps to the month's end
     assert_eq!(eval_on("birthDate + 1 year", &patient), ["1981-02-28"]);
@@ -96,8 +129,21 @@ fn errors_point_at_the_offending_token() {
     assert_eq!(err.position(), (2, 17));
     assert!(err.to_string().contains("unexpected ')'"), "{err}");
     let err = Expression::parse("name.foo()").unwrap_err();
-    assert!(matches!(err, Error::Semantic { line: 1, column: 6, .. }), "{err}");
-    let opts = CompileOptions { context_type: Some("Observation".into()), strict: false };
+    assert!(
+        matches!(
+            err,
+            Error::Semantic {
+                line: 1,
+                column: 6,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let opts = CompileOptions {
+        context_type: Some("Observation".into()),
+        strict: false,
+    };
     let err = Expression::compile("Observation.valueQuantity.value", &opts).unwrap_err();
     assert!(err.to_string().contains("value.ofType(Quantity)"), "{err}");
 }

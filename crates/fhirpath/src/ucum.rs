@@ -166,7 +166,7 @@ fn atom(symbol: &str) -> Option<Canonical> {
             if let Some(&(_, true, f, d)) = ATOMS.iter().find(|a| a.0 == rest) {
                 return Some(Canonical {
                     num: dec(pf).checked_mul(dec(f))?,
-            den: Decimal::ONE,
+                    den: Decimal::ONE,
                     dims: d,
                     arbitrary: vec![],
                 });
@@ -174,7 +174,7 @@ fn atom(symbol: &str) -> Option<Canonical> {
             if rest == "[iU]" || rest == "[IU]" {
                 return Some(Canonical {
                     num: dec(pf),
-            den: Decimal::ONE,
+                    den: Decimal::ONE,
                     dims: ONE,
                     arbitrary: vec![("[iU]".to_string(), 1)],
                 });
@@ -194,8 +194,8 @@ fn pow(c: &Canonical, e: i8) -> Option<Canonical> {
         std::mem::swap(&mut num, &mut den);
     }
     let mut dims = ONE;
-    for i in 0..7 {
-        dims[i] = c.dims[i] * e;
+    for (d, cd) in dims.iter_mut().zip(c.dims.iter()) {
+        *d = cd * e;
     }
     Some(Canonical {
         num,
@@ -237,7 +237,7 @@ impl UnitParser<'_> {
         let mut acc = if self.s.get(self.i) == Some(&b'/') {
             Canonical {
                 num: Decimal::ONE,
-            den: Decimal::ONE,
+                den: Decimal::ONE,
                 dims: ONE,
                 arbitrary: vec![],
             }
@@ -276,7 +276,7 @@ impl UnitParser<'_> {
                 self.annotation();
                 Some(Canonical {
                     num: Decimal::ONE,
-            den: Decimal::ONE,
+                    den: Decimal::ONE,
                     dims: ONE,
                     arbitrary: vec![],
                 })
@@ -303,7 +303,7 @@ impl UnitParser<'_> {
                 let unit = if base.bytes().all(|b| b.is_ascii_digit()) {
                     Canonical {
                         num: Decimal::from_str(base).ok()?,
-            den: Decimal::ONE,
+                        den: Decimal::ONE,
                         dims: ONE,
                         arbitrary: vec![],
                     }
@@ -400,7 +400,7 @@ pub fn to_canonical(value: Decimal, unit: &str) -> Option<(Decimal, Canonical)> 
                 k,
                 Canonical {
                     num: Decimal::ONE,
-            den: Decimal::ONE,
+                    den: Decimal::ONE,
                     dims: KEL,
                     arbitrary: vec![],
                 },
@@ -415,7 +415,7 @@ pub fn to_canonical(value: Decimal, unit: &str) -> Option<(Decimal, Canonical)> 
                 k,
                 Canonical {
                     num: Decimal::ONE,
-            den: Decimal::ONE,
+                    den: Decimal::ONE,
                     dims: KEL,
                     arbitrary: vec![],
                 },
@@ -466,6 +466,7 @@ pub fn convert(value: Decimal, from: &str, to: &str) -> Option<Decimal> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

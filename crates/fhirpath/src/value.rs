@@ -166,11 +166,7 @@ pub struct Node<'a> {
 impl<'a> Node<'a> {
     /// A node for a resource, typed from its `resourceType`.
     pub fn resource(value: &'a Value) -> Node<'a> {
-        let ty = value
-            .get("resourceType")
-            .and_then(Value::as_str)
-            .and_then(|t| Model::r4().type_id(t))
-            .map_or(NodeType::Unknown, NodeType::Known);
+        let ty = crate::eval::resource_type(value);
         Node {
             value: Some(value),
             ext: None,
@@ -180,14 +176,14 @@ impl<'a> Node<'a> {
 
     /// A node for JSON of a known FHIR type name (`Quantity`, `date`, `Patient`).
     pub fn typed(value: &'a Value, type_name: &str) -> Node<'a> {
-        let model = Model::r4();
-        if model.is_resource_type(type_name)
+        let tables = crate::lookup::tables();
+        if tables.is_resource_type(type_name)
             || type_name == "Resource"
             || type_name == "DomainResource"
         {
             return Node::resource(value);
         }
-        let ty = model
+        let ty = tables
             .type_id(type_name)
             .map_or(NodeType::Unknown, NodeType::Known);
         Node {
@@ -261,12 +257,12 @@ impl<'a> Node<'a> {
         Some(match (v, system) {
             (Value::Bool(b), _) => Item::Boolean(*b),
             (Value::Number(n), Some("Integer")) => Item::Integer(n.as_i64()?),
-            (Value::Number(n), Some("Decimal")) => Item::Decimal(parse_decimal(&n.to_string())?),
+            (Value::Number(n), Some("Decimal")) => Item::Decimal(parse_decimal(n.as_str())?),
             (Value::Number(n), None) => match n.as_i64() {
                 Some(i) => Item::Integer(i),
-                None => Item::Decimal(parse_decimal(&n.to_string())?),
+                None => Item::Decimal(parse_decimal(n.as_str())?),
             },
-            (Value::Number(n), _) => Item::String(Str::Shared(n.to_string().into())),
+            (Value::Number(n), _) => Item::String(Str::Shared(n.as_str().into())),
             (Value::String(s), Some("Date")) => Item::Date(DateTime::parse(s, false)?),
             (Value::String(s), Some("DateTime")) => {
                 let d = DateTime::parse(s, true)?;
@@ -285,19 +281,20 @@ impl<'a> Node<'a> {
     /// when the system is UCUM, else the human unit.
     pub fn to_quantity(&self) -> Option<Quantity> {
         let def = self.def()?;
-        if !Model::r4().is_subtype(&def.type_name, "Quantity") {
+        if !crate::lookup::tables().node_is_subtype(def.id, "Quantity") {
             return None;
         }
         let obj = self.object()?;
-        let value = obj.get("value").and_then(|v| match v {
-            Value::Number(n) => parse_decimal(&n.to_string()),
+        let get = |k: &str| crate::lookup::get(obj, k);
+        let value = get("value").and_then(|v| match v {
+            Value::Number(n) => parse_decimal(n.as_str()),
             _ => None,
         })?;
         let ucum_system =
-            obj.get("system").and_then(Value::as_str) == Some("http://unitsofmeasure.org");
+            get("system").and_then(Value::as_str) == Some("http://unitsofmeasure.org");
         let unit = match (
-            obj.get("code").and_then(Value::as_str),
-            obj.get("unit").and_then(Value::as_str),
+            get("code").and_then(Value::as_str),
+            get("unit").and_then(Value::as_str),
         ) {
             (Some(code), _) if ucum_system => code,
             (_, Some(unit)) => unit,

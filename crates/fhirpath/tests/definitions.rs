@@ -47,7 +47,7 @@ fn all_invariants_compile() {
             for child in &node.children {
                 if let Some(b) = child
                     .backbone
-                    .filter(|b| *b != id && &*model.node(*b).path == &*child.path)
+                    .filter(|b| *b != id && *model.node(*b).path == *child.path)
                 {
                     stack.push(b);
                 }

@@ -95,7 +95,11 @@ fn fhirpath_reports_unreadable_input() {
 fn validate_reports_every_issue_and_exits_1_on_errors() {
     let good = fixture("fhir-r4-examples/patient-example.json");
     let out = vigil(&["validate", &good]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
 
     let dir = std::env::temp_dir().join(format!("vigil-cli-validate-{}", std::process::id()));
@@ -118,7 +122,10 @@ fn validate_reports_every_issue_and_exits_1_on_errors() {
         .map(|e| e.as_str().unwrap().to_string())
         .collect();
     for expected in ["Patient.gender", "Patient.birthDate", "Patient.nickname"] {
-        assert!(locations.iter().any(|l| l == expected), "{expected} not in {locations:?}");
+        assert!(
+            locations.iter().any(|l| l == expected),
+            "{expected} not in {locations:?}"
+        );
     }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -34,7 +34,8 @@ fn execute(args: &Args) -> Result<bool> {
         } else {
             std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?
         };
-        let resource: Value = serde_json::from_str(&text).with_context(|| format!("{path} is not valid JSON"))?;
+        let resource: Value =
+            serde_json::from_str(&text).with_context(|| format!("{path} is not valid JSON"))?;
         let outcome = vigil_fhir::validate::validate(&resource);
         all_valid &= !outcome.has_errors();
         if args.json {
