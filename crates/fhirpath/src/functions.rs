@@ -1562,18 +1562,5 @@ fn now_utc() -> DateTime {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let days = ms.div_euclid(86_400_000);
-    let rem = ms.rem_euclid(86_400_000);
-    let (year, month, day) = crate::temporal::civil_from_days(days);
-    DateTime {
-        year,
-        month,
-        day,
-        hour: (rem / 3_600_000) as u8,
-        minute: (rem / 60_000 % 60) as u8,
-        second: (rem / 1000 % 60) as u8,
-        millis: (rem % 1000) as u16,
-        precision: crate::Precision::Millisecond,
-        tz: Some(0),
-    }
+    DateTime::from_epoch_millis(ms, crate::Precision::Millisecond, Some(0))
 }

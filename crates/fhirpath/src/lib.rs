@@ -28,7 +28,7 @@ mod tests;
 
 use std::collections::HashMap;
 
-pub use ast::{Expr, ExprKind, Func};
+pub use ast::{BinOp, Expr, ExprKind, Func, Lit, TypeSpec, UnOp};
 pub use temporal::{DateTime, Precision, Time};
 pub use value::{decimal_equivalent, Collection, Item, Node, NodeType, Quantity, Str};
 

@@ -247,7 +247,8 @@ impl DateTime {
         (secs - tz * 60) * 1000 + i64::from(self.millis)
     }
 
-    fn from_epoch_millis(ms: i64, precision: Precision, tz: Option<i16>) -> DateTime {
+    /// The value at `ms` since the epoch (UTC), shown in timezone `tz`.
+    pub fn from_epoch_millis(ms: i64, precision: Precision, tz: Option<i16>) -> DateTime {
         let local = ms + i64::from(tz.unwrap_or(0)) * 60_000;
         let days = local.div_euclid(86_400_000);
         let rem = local.rem_euclid(86_400_000);

@@ -14,7 +14,7 @@
 
 use serde_json::{Map, Value};
 use vigil_fhir_model::{capitalize, Model, NodeDef, NodeId};
-use vigil_fhirpath::{Expr, ExprKind, Func, Item, Node, NodeType};
+use vigil_fhirpath::{BinOp, Expr, ExprKind, Func, Item, Lit, Node, NodeType};
 
 /// A compiled path expression: the union of its paths.
 #[derive(Debug)]
@@ -78,8 +78,7 @@ fn compile_union(
     types: &mut Vec<NodeId>,
 ) -> Option<()> {
     if let ExprKind::Binary(op, l, r) = &e.kind {
-        // `BinOp` is not re-exported by vigil-fhirpath; recognised by name (build time only).
-        if format!("{op:?}") != "Union" {
+        if *op != BinOp::Union {
             return None;
         }
         compile_union(l, start, model, paths, types)?;
@@ -215,17 +214,14 @@ fn compile_path(
                     steps.push(Step::WhereResolveIs(ts.name.as_str().into()));
                     Some(tys)
                 }
-                ExprKind::Binary(op, l, r) if format!("{op:?}") == "Eq" => {
+                ExprKind::Binary(BinOp::Eq, l, r) => {
                     let ExprKind::Ident(key) = &l.kind else {
                         return None;
                     };
-                    let ExprKind::Literal(lit) = &r.kind else {
+                    // only plain code-like string literals compare like a token
+                    let ExprKind::Literal(Lit::String(text)) = &r.kind else {
                         return None;
                     };
-                    // `Lit` is not re-exported either: read the string literal from its
-                    // Debug form, accepting only plain code-like text.
-                    let dbg = format!("{lit:?}");
-                    let text = dbg.strip_prefix("String(\"")?.strip_suffix("\")")?;
                     if !text
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -239,7 +235,7 @@ fn compile_path(
                     if child.child.is_array() || child.child.choice || !model.is_primitive(ty) {
                         return None;
                     }
-                    steps.push(Step::WhereEq(key.as_str().into(), text.into()));
+                    steps.push(Step::WhereEq(key.as_str().into(), text.as_str().into()));
                     Some(tys)
                 }
                 _ => None,

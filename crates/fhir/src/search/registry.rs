@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, OnceLock};
 use vigil_fhir_model::{capitalize, Model, NodeId, SearchParamDef, SearchParamType};
-use vigil_fhirpath::{CompileOptions, Expr, ExprKind, Expression, Func};
+use vigil_fhirpath::{BinOp, CompileOptions, Expr, ExprKind, Expression, Func};
 
 /// A search parameter of the registry.
 #[derive(Debug)]
@@ -567,9 +567,7 @@ fn element_bits(
 
 fn root_elements(e: &Expr, resource_type: &str, model: &Model, out: &mut Vec<String>) -> bool {
     match &e.kind {
-        // `BinOp` is not re-exported by vigil-fhirpath, so the operator is recognised by
-        // its name; this runs once per expression at registry build.
-        ExprKind::Binary(op, l, r) if format!("{op:?}") == "Union" => {
+        ExprKind::Binary(BinOp::Union, l, r) => {
             root_elements(l, resource_type, model, out)
                 && root_elements(r, resource_type, model, out)
         }
