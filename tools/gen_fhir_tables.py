@@ -15,6 +15,8 @@ What is kept, and why:
   is-a filters); value sets that cannot be expanded are left out and are not checked.
 - search-parameters.json: all search parameters (code, url, base, type, expression,
   target, components).
+- compartment-patient.json: for each resource type in the Patient compartment, the search
+  parameters that link it to the patient (from compartmentdefinition-patient.json).
 """
 import json
 import os
@@ -255,6 +257,11 @@ def gen_search_params():
     return out
 
 
+def gen_patient_compartment():
+    cd = load("compartmentdefinition-patient.json")
+    return {r["code"]: r["param"] for r in cd["resource"] if r.get("param")}
+
+
 def write(name, data):
     path = os.path.join(OUT, name)
     with open(path, "w", encoding="utf-8") as f:
@@ -273,6 +280,9 @@ def main():
     params = gen_search_params()
     write("search-parameters.json", params)
     print(f"{len(model['types'])} types, {len(params)} search parameters")
+    compartment = gen_patient_compartment()
+    write("compartment-patient.json", compartment)
+    print(f"{len(compartment)} resource types in the Patient compartment")
 
 
 if __name__ == "__main__":

@@ -114,6 +114,7 @@ pub struct Model {
     types: HashMap<Box<str>, NodeId>,
     valuesets: HashMap<String, HashMap<String, Vec<String>>>,
     search_params: Vec<SearchParamDef>,
+    patient_compartment: HashMap<String, Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -188,6 +189,7 @@ impl Model {
                 include_str!("../data/model.json"),
                 include_str!("../data/valuesets.json"),
                 include_str!("../data/search-parameters.json"),
+                include_str!("../data/compartment-patient.json"),
             )
             // The tables are generated and embedded at build time; a failure here is a
             // build defect caught by the crate's tests, never a runtime input problem.
@@ -195,15 +197,22 @@ impl Model {
         })
     }
 
-    fn from_json(model: &str, valuesets: &str, params: &str) -> Result<Model, serde_json::Error> {
+    fn from_json(
+        model: &str,
+        valuesets: &str,
+        params: &str,
+        compartment: &str,
+    ) -> Result<Model, serde_json::Error> {
         let raw: RawModel = serde_json::from_str(model)?;
         let valuesets = serde_json::from_str(valuesets)?;
         let search_params: Vec<SearchParamDef> = serde_json::from_str(params)?;
+        let patient_compartment = serde_json::from_str(compartment)?;
         let mut m = Model {
             nodes: Vec::new(),
             types: HashMap::new(),
             valuesets,
             search_params,
+            patient_compartment,
         };
         let mut names: Vec<String> = raw.types.keys().cloned().collect();
         names.sort();
@@ -390,6 +399,14 @@ impl Model {
         self.valuesets.get(url)
     }
 
+    /// The search parameters that put a resource of this type in a patient's compartment
+    /// (`Observation` -> `subject`, `performer`); empty if the type is not in it.
+    pub fn patient_compartment_params(&self, resource_type: &str) -> &[String] {
+        self.patient_compartment
+            .get(resource_type)
+            .map_or(&[], Vec::as_slice)
+    }
+
     /// All search parameters of the specification.
     pub fn search_params(&self) -> &[SearchParamDef] {
         &self.search_params
@@ -426,5 +443,11 @@ mod tests {
         assert!(m
             .value_set("http://hl7.org/fhir/ValueSet/administrative-gender")
             .is_some());
+        assert_eq!(
+            m.patient_compartment_params("Observation"),
+            ["subject", "performer"]
+        );
+        assert_eq!(m.patient_compartment_params("Patient"), ["link"]);
+        assert!(m.patient_compartment_params("Organization").is_empty());
     }
 }
