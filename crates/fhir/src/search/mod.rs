@@ -44,13 +44,21 @@
 //! the swapped component definitions of `DocumentReference-relationship` are repaired.
 
 mod extract;
+pub mod matching;
 mod path;
+pub mod query;
 mod registry;
 mod text;
 pub mod values;
 
 pub use extract::{
     canonical_unit, extract, ExtractError, ExtractProblem, Extraction, IndexEntry, Skipped,
+};
+pub use matching::{MatchContext, MatchError};
+pub use query::{
+    Clause, ContainedMode, ContainedType, DateQuery, Hop, Include, Modifier, NumberQuery, ParamRef,
+    Prefix, QuantityQuery, QueryError, ReferenceQuery, ReferenceQueryKind, SearchQuery,
+    SearchValue, SortKey, SummaryMode, TokenQuery, TokenSystem, TotalMode,
 };
 pub use registry::{
     head_type, rewrite_as, split_union, PrepareProblem, RegistryOptions, SearchParam,
