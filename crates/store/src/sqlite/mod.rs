@@ -1,0 +1,796 @@
+//! The embedded backend: one SQLite database file in WAL mode.
+//!
+//! Writes go through a single writer thread that group-commits: requests queue on a
+//! channel, the writer takes everything queued (up to a limit), applies each request
+//! inside its own SAVEPOINT of one SQLite transaction, commits once (one fsync for the
+//! whole group, `synchronous=FULL`) and only then answers each request. A request that
+//! fails is rolled back to its savepoint and answered with its error without affecting
+//! its batch-mates, so every request stays atomic on its own while the fsync cost is
+//! shared. Reads use a pool of separate read-only connections, which WAL lets run
+//! concurrently with the writer.
+
+mod index;
+mod schema;
+
+use crate::api::*;
+use crate::time::{format_rfc3339, now_millis};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Most operations the writer puts into one group commit; bounds the latency a large
+/// queue adds to the first request of a group.
+const MAX_BATCH_OPS: usize = 20_000;
+/// Most idle read connections kept open.
+const MAX_IDLE_READERS: usize = 16;
+/// How long a connection waits for a lock held by another process before `Busy`.
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+/// The longest the writer waits to gather a group (see `Writer::run`); small next to
+/// the commit's fsync.
+const GATHER_WAIT: Duration = Duration::from_micros(500);
+/// Queued write requests before senders block (backpressure).
+const QUEUE_CAPACITY: usize = 8_192;
+
+type Reply = mpsc::SyncSender<Result<Vec<WriteOutcome>>>;
+
+/// One queued write request: its operations are applied atomically.
+struct Job {
+    ops: Vec<WriteOp>,
+    reply: Reply,
+}
+
+/// Where readers get a connection.
+enum Readers {
+    /// A file database: a pool of read-only connections.
+    Pool {
+        path: PathBuf,
+        idle: Mutex<Vec<Connection>>,
+    },
+    /// An in-memory database has one connection; readers share the writer's (which
+    /// holds the lock for a whole group commit, so readers never see a partial one).
+    Shared(Arc<Mutex<Connection>>),
+}
+
+/// The SQLite-backed [`FhirStore`].
+///
+/// Dropping it (or [`close`](SqliteStore::close)) stops accepting writes, lets the
+/// writer finish every queued request, and waits for it.
+pub struct SqliteStore {
+    queue: Option<mpsc::SyncSender<Job>>,
+    writer: Option<JoinHandle<()>>,
+    readers: Readers,
+}
+
+fn storage(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Busy(e.to_string())
+        }
+        _ => StoreError::Storage(e.to_string()),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves a connection that is still usable: SQLite
+    // rolls back an unfinished transaction on the next BEGIN failure path, so recover.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path`, migrating its schema to the
+    /// current version.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let mut conn = Connection::open(path).map_err(storage)?;
+        configure(&conn).map_err(storage)?;
+        // WAL: readers do not block the writer nor it them. synchronous=FULL: the WAL
+        // is fsynced at every commit, so an acknowledged write survives a crash.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(storage)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Storage(format!(
+                "cannot enable WAL journal mode (got {mode})"
+            )));
+        }
+        // An 8 MB page cache: larger caches make every commit slower (SQLite walks the
+        // whole cache at the end of each write transaction).
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA cache_size=-8192;")
+            .map_err(storage)?;
+        schema::migrate(&mut conn)
+            .map_err(storage)?
+            .map_err(StoreError::Storage)?;
+        let readers = Readers::Pool {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+        };
+        Self::start(Arc::new(Mutex::new(conn)), readers)
+    }
+
+    /// A store in memory, for tests: nothing survives it.
+    pub fn open_in_memory() -> Result<SqliteStore> {
+        let mut conn = Connection::open_in_memory().map_err(storage)?;
+        configure(&conn).map_err(storage)?;
+        schema::migrate(&mut conn)
+            .map_err(storage)?
+            .map_err(StoreError::Storage)?;
+        let conn = Arc::new(Mutex::new(conn));
+        Self::start(conn.clone(), Readers::Shared(conn))
+    }
+
+    fn start(conn: Arc<Mutex<Connection>>, readers: Readers) -> Result<SqliteStore> {
+        let last: Option<i64> = lock(&conn)
+            .query_row("SELECT MAX(last_updated) FROM resource_version", [], |r| {
+                r.get(0)
+            })
+            .map_err(storage)?;
+        let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE_CAPACITY);
+        let mut writer = Writer {
+            conn,
+            last_ms: last.unwrap_or(0),
+        };
+        let handle = std::thread::Builder::new()
+            .name("vigil-store-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Storage(format!("cannot start writer thread: {e}")))?;
+        Ok(SqliteStore {
+            queue: Some(tx),
+            writer: Some(handle),
+            readers,
+        })
+    }
+
+    /// Finish all queued writes and stop the writer. Errors if the writer thread
+    /// panicked (queued writes were then answered with errors).
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        // Dropping the sender ends the writer's loop once the queue is drained.
+        self.queue = None;
+        match self.writer.take().map(JoinHandle::join) {
+            Some(Err(_)) => Err(StoreError::Storage("writer thread panicked".into())),
+            _ => Ok(()),
+        }
+    }
+
+    fn submit(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> {
+        let queue = self
+            .queue
+            .as_ref()
+            .ok_or_else(|| StoreError::Busy("store is closed".into()))?;
+        let (reply, answer) = mpsc::sync_channel(1);
+        queue
+            .send(Job { ops, reply })
+            .map_err(|_| StoreError::Storage("writer thread stopped".into()))?;
+        answer
+            .recv()
+            .map_err(|_| StoreError::Storage("writer thread stopped".into()))?
+    }
+
+    fn submit_one(&self, op: WriteOp) -> Result<WriteOutcome> {
+        self.submit(vec![op])?
+            .pop()
+            .ok_or_else(|| StoreError::Storage("writer gave no outcome".into()))
+    }
+
+    fn with_reader<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Result<R> {
+        match &self.readers {
+            Readers::Shared(conn) => f(&lock(conn)).map_err(storage),
+            Readers::Pool { path, idle } => {
+                let taken = lock(idle).pop();
+                let conn = match taken {
+                    Some(c) => c,
+                    None => {
+                        let c = Connection::open_with_flags(
+                            path,
+                            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                        )
+                        .map_err(storage)?;
+                        configure(&c).map_err(storage)?;
+                        c
+                    }
+                };
+                let out = f(&conn).map_err(storage);
+                let mut idle = lock(idle);
+                if idle.len() < MAX_IDLE_READERS {
+                    idle.push(conn);
+                }
+                out
+            }
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Errors cannot be reported from drop; close() reports them.
+        let _ = self.shutdown();
+    }
+}
+
+/// A row of `resource_version` as read.
+struct VersionRow {
+    seq: i64,
+    resource_type: String,
+    id: String,
+    version: i64,
+    last_updated: i64,
+    deleted: bool,
+    body: Option<String>,
+}
+
+impl VersionRow {
+    fn into_stored(self) -> rusqlite::Result<Stored> {
+        let version = u64::try_from(self.version).unwrap_or(0);
+        let text = format_rfc3339(self.last_updated);
+        let resource = match self.body {
+            Some(b) => serde_json::from_str(&b).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    6,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?,
+            None => tombstone(&self.resource_type, &self.id, version, &text),
+        };
+        Ok(Stored {
+            resource_type: self.resource_type,
+            id: self.id,
+            version,
+            last_updated: self.last_updated,
+            last_updated_text: text,
+            deleted: self.deleted,
+            resource: Arc::new(resource),
+        })
+    }
+}
+
+const VERSION_COLS: &str = "seq, resource_type, id, version, last_updated, deleted, body";
+
+fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
+    Ok(VersionRow {
+        seq: r.get(0)?,
+        resource_type: r.get(1)?,
+        id: r.get(2)?,
+        version: r.get(3)?,
+        last_updated: r.get(4)?,
+        deleted: r.get::<_, i64>(5)? != 0,
+        body: r.get(6)?,
+    })
+}
+
+fn tombstone(rt: &str, id: &str, version: u64, last_updated: &str) -> Value {
+    serde_json::json!({
+        "resourceType": rt,
+        "id": id,
+        "meta": {"versionId": version.to_string(), "lastUpdated": last_updated}
+    })
+}
+
+fn outcome(row: Option<VersionRow>) -> rusqlite::Result<ReadOutcome> {
+    Ok(match row {
+        None => ReadOutcome::NotFound,
+        Some(r) if r.deleted => ReadOutcome::Gone {
+            version: u64::try_from(r.version).unwrap_or(0),
+            last_updated: r.last_updated,
+        },
+        Some(r) => ReadOutcome::Found(r.into_stored()?),
+    })
+}
+
+impl FhirStore for SqliteStore {
+    fn create(&self, resource: Value) -> Result<Stored> {
+        match self.submit_one(WriteOp::Create { resource, id: None })? {
+            WriteOutcome::Created(s) => Ok(s),
+            _ => Err(StoreError::Storage("unexpected outcome of create".into())),
+        }
+    }
+
+    fn update(
+        &self,
+        resource_type: &str,
+        id: &str,
+        resource: Value,
+        if_match: Option<u64>,
+    ) -> Result<(Stored, bool)> {
+        let op = WriteOp::Update {
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
+            resource,
+            if_match,
+        };
+        match self.submit_one(op)? {
+            WriteOutcome::Created(s) => Ok((s, true)),
+            WriteOutcome::Updated(s) => Ok((s, false)),
+            WriteOutcome::Deleted(_) => {
+                Err(StoreError::Storage("unexpected outcome of update".into()))
+            }
+        }
+    }
+
+    fn delete(
+        &self,
+        resource_type: &str,
+        id: &str,
+        if_match: Option<u64>,
+    ) -> Result<Option<Stored>> {
+        let op = WriteOp::Delete {
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
+            if_match,
+        };
+        match self.submit_one(op)? {
+            WriteOutcome::Deleted(s) => Ok(s),
+            _ => Err(StoreError::Storage("unexpected outcome of delete".into())),
+        }
+    }
+
+    fn read(&self, resource_type: &str, id: &str) -> Result<ReadOutcome> {
+        self.with_reader(|c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT v.seq, v.resource_type, v.id, v.version, v.last_updated, v.deleted, \
+                     v.body FROM resource r JOIN resource_version v ON v.seq = r.seq \
+                     WHERE r.resource_type = ?1 AND r.id = ?2",
+                )?
+                .query_row([resource_type, id], version_row)
+                .optional()?;
+            outcome(row)
+        })
+    }
+
+    fn vread(&self, resource_type: &str, id: &str, version: u64) -> Result<ReadOutcome> {
+        let Ok(version) = i64::try_from(version) else {
+            return Ok(ReadOutcome::NotFound);
+        };
+        self.with_reader(|c| {
+            let row = c
+                .prepare_cached(&format!(
+                    "SELECT {VERSION_COLS} FROM resource_version \
+                     WHERE resource_type = ?1 AND id = ?2 AND version = ?3"
+                ))?
+                .query_row(params![resource_type, id, version], version_row)
+                .optional()?;
+            outcome(row)
+        })
+    }
+
+    fn history(&self, scope: HistoryScope, query: HistoryQuery) -> Result<HistoryPage> {
+        let count = query.count.unwrap_or(50).clamp(1, 1000);
+        let cursor = match query.cursor.as_deref() {
+            None => None,
+            Some(c) => Some(
+                c.strip_prefix('s')
+                    .and_then(|n| n.parse::<i64>().ok())
+                    .ok_or_else(|| StoreError::Invalid(format!("bad history cursor {c:?}")))?,
+            ),
+        };
+        let mut sql = format!("SELECT {VERSION_COLS} FROM resource_version v WHERE 1 = 1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut arg = |sql: &mut String, text: &str, v: rusqlite::types::Value| {
+            args.push(v);
+            sql.push_str(&text.replace('?', &format!("?{}", args.len())));
+        };
+        use rusqlite::types::Value as V;
+        match &scope {
+            HistoryScope::System => {}
+            HistoryScope::Type(rt) => arg(&mut sql, " AND resource_type = ?", V::Text(rt.clone())),
+            HistoryScope::Instance(rt, id) => {
+                arg(&mut sql, " AND resource_type = ?", V::Text(rt.clone()));
+                arg(&mut sql, " AND id = ?", V::Text(id.clone()));
+            }
+        }
+        if let Some(c) = cursor {
+            arg(&mut sql, " AND seq < ?", V::Integer(c));
+        }
+        if let Some(since) = query.since {
+            arg(&mut sql, " AND last_updated >= ?", V::Integer(since));
+        }
+        if let Some(at) = query.at {
+            arg(&mut sql, " AND last_updated <= ?", V::Integer(at));
+            // ...and no later version of the same resource had replaced it by then.
+            arg(
+                &mut sql,
+                " AND NOT EXISTS (SELECT 1 FROM resource_version w WHERE \
+                 w.resource_type = v.resource_type AND w.id = v.id AND w.version > v.version \
+                 AND w.last_updated <= ?)",
+                V::Integer(at),
+            );
+        }
+        // One more than the page, to know whether there is a next page.
+        arg(
+            &mut sql,
+            " ORDER BY seq DESC LIMIT ?",
+            V::Integer(count as i64 + 1),
+        );
+        let rows = self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), version_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let more = rows.len() > count;
+        let mut entries = Vec::with_capacity(count.min(rows.len()));
+        let mut last_seq = None;
+        for row in rows.into_iter().take(count) {
+            last_seq = Some(row.seq);
+            entries.push(row.into_stored().map_err(storage)?);
+        }
+        Ok(HistoryPage {
+            entries,
+            next_cursor: if more {
+                last_seq.map(|s| format!("s{s}"))
+            } else {
+                None
+            },
+        })
+    }
+
+    fn transaction(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.submit(ops)
+    }
+
+    fn index_values(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Vec<(String, OwnedIndexValue)>> {
+        self.with_reader(|c| index::read_rows(c, resource_type, id))
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    conn: Arc<Mutex<Connection>>,
+    /// The last `lastUpdated` given out: timestamps never go backwards, even if the
+    /// clock does, so `_since` and version order agree.
+    last_ms: i64,
+}
+
+impl Writer {
+    fn run(&mut self, rx: mpsc::Receiver<Job>) {
+        // How many requests the previous group held: the requesters answered by a commit
+        // tend to come back together, but they wake up one by one (there may be fewer
+        // cores than requesters), so the writer waits briefly for as many as came last
+        // time rather than committing each alone. A lone requester never waits.
+        let mut expected = 1;
+        // recv() fails only when every sender is gone and the queue is empty: the
+        // graceful shutdown finishes all queued writes.
+        while let Ok(first) = rx.recv() {
+            let mut ops = first.ops.len();
+            let mut batch = vec![first];
+            let deadline = Instant::now() + GATHER_WAIT;
+            while ops < MAX_BATCH_OPS {
+                let next = if batch.len() < expected {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    rx.recv_timeout(left).ok()
+                } else {
+                    rx.try_recv().ok()
+                };
+                match next {
+                    Some(job) => {
+                        ops += job.ops.len();
+                        batch.push(job);
+                    }
+                    None => break,
+                }
+            }
+            expected = batch.len();
+            self.commit_batch(batch);
+        }
+    }
+
+    fn commit_batch(&mut self, batch: Vec<Job>) {
+        let conn = Arc::clone(&self.conn);
+        let conn = lock(&conn);
+        let now = now_millis().max(self.last_ms);
+        let mut results: Vec<(Reply, Result<Vec<WriteOutcome>>)> = Vec::with_capacity(batch.len());
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = storage(e);
+            for job in batch {
+                let _ = job.reply.send(Err(err.clone()));
+            }
+            return;
+        }
+        for job in batch {
+            let result = self.apply_job(&conn, job.ops, now);
+            results.push((job.reply, result));
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(storage);
+        if let Err(e) = &committed {
+            // The whole group is lost: nothing was acknowledged, answer every request
+            // with the error (the ones that had failed keep their own error).
+            let _ = conn.execute_batch("ROLLBACK");
+            for (_, r) in &mut results {
+                if r.is_ok() {
+                    *r = Err(e.clone());
+                }
+            }
+        } else {
+            self.last_ms = now;
+        }
+        drop(conn);
+        for (reply, result) in results {
+            // The requester may have given up (its thread ended); nothing to do then.
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Apply one request's operations inside a savepoint: all or none.
+    fn apply_job(
+        &self,
+        conn: &Connection,
+        ops: Vec<WriteOp>,
+        now: i64,
+    ) -> Result<Vec<WriteOutcome>> {
+        check_distinct(&ops)?;
+        conn.execute_batch("SAVEPOINT job").map_err(storage)?;
+        let mut out = Vec::with_capacity(ops.len());
+        let mut failed = None;
+        for op in ops {
+            match apply_op(conn, op, now) {
+                Ok(o) => out.push(o),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                .map_err(storage)?;
+            return Err(e);
+        }
+        conn.execute_batch("RELEASE job").map_err(storage)?;
+        Ok(out)
+    }
+}
+
+/// A transaction may name each resource once (FHIR: the outcome would depend on the
+/// order otherwise).
+fn check_distinct(ops: &[WriteOp]) -> Result<()> {
+    if ops.len() < 2 {
+        return Ok(());
+    }
+    let mut seen = HashSet::with_capacity(ops.len());
+    for op in ops {
+        let key = match op {
+            WriteOp::Create {
+                id: Some(id),
+                resource,
+            } => (resource_type_of(resource).unwrap_or_default(), id.as_str()),
+            WriteOp::Create { id: None, .. } => continue,
+            WriteOp::Update {
+                resource_type, id, ..
+            }
+            | WriteOp::Delete {
+                resource_type, id, ..
+            } => (resource_type.as_str(), id.as_str()),
+        };
+        if !seen.insert(key) {
+            return Err(StoreError::Conflict(format!(
+                "{}/{} appears more than once in the transaction",
+                key.0, key.1
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn resource_type_of(resource: &Value) -> Option<&str> {
+    resource.get("resourceType").and_then(Value::as_str)
+}
+
+/// FHIR ids: 1-64 of `[A-Za-z0-9\-\.]`.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// The current version and deleted flag of a resource.
+fn current(conn: &Connection, rt: &str, id: &str) -> Result<Option<(u64, bool)>> {
+    conn.prepare_cached(
+        "SELECT version, deleted FROM resource WHERE resource_type = ?1 AND id = ?2",
+    )
+    .and_then(|mut s| {
+        s.query_row([rt, id], |r| {
+            Ok((
+                u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                r.get::<_, i64>(1)? != 0,
+            ))
+        })
+        .optional()
+    })
+    .map_err(storage)
+}
+
+fn apply_op(conn: &Connection, op: WriteOp, now: i64) -> Result<WriteOutcome> {
+    match op {
+        WriteOp::Create { resource, id } => {
+            let rt = resource_type_of(&resource)
+                .ok_or_else(|| StoreError::Invalid("resource has no resourceType".into()))?
+                .to_string();
+            let id = id.unwrap_or_else(crate::new_id);
+            if !valid_id(&id) {
+                return Err(StoreError::Invalid(format!("invalid id {id:?}")));
+            }
+            if current(conn, &rt, &id)?.is_some() {
+                return Err(StoreError::Conflict(format!("{rt}/{id} already exists")));
+            }
+            write_version(conn, &rt, &id, 1, now, Some(resource), None).map(WriteOutcome::Created)
+        }
+        WriteOp::Update {
+            resource_type: rt,
+            id,
+            resource,
+            if_match,
+        } => {
+            match resource_type_of(&resource) {
+                Some(t) if t == rt => {}
+                Some(t) => {
+                    return Err(StoreError::Invalid(format!(
+                        "resourceType {t} does not match {rt}"
+                    )))
+                }
+                None => return Err(StoreError::Invalid("resource has no resourceType".into())),
+            }
+            if let Some(body_id) = resource.get("id") {
+                if body_id.as_str() != Some(id.as_str()) {
+                    return Err(StoreError::Invalid(format!(
+                        "the resource's id does not match {id}"
+                    )));
+                }
+            }
+            if !valid_id(&id) {
+                return Err(StoreError::Invalid(format!("invalid id {id:?}")));
+            }
+            let cur = current(conn, &rt, &id)?;
+            check_if_match(if_match, cur)?;
+            match cur {
+                None => write_version(conn, &rt, &id, 1, now, Some(resource), None)
+                    .map(WriteOutcome::Created),
+                Some((v, deleted)) => {
+                    let s =
+                        write_version(conn, &rt, &id, v + 1, now, Some(resource), Some(deleted))?;
+                    Ok(if deleted {
+                        WriteOutcome::Created(s)
+                    } else {
+                        WriteOutcome::Updated(s)
+                    })
+                }
+            }
+        }
+        WriteOp::Delete {
+            resource_type: rt,
+            id,
+            if_match,
+        } => {
+            let cur = current(conn, &rt, &id)?;
+            check_if_match(if_match, cur)?;
+            match cur {
+                Some((v, false)) => write_version(conn, &rt, &id, v + 1, now, None, Some(false))
+                    .map(|s| WriteOutcome::Deleted(Some(s))),
+                _ => Ok(WriteOutcome::Deleted(None)),
+            }
+        }
+    }
+}
+
+fn check_if_match(if_match: Option<u64>, cur: Option<(u64, bool)>) -> Result<()> {
+    match (if_match, cur) {
+        (Some(expected), Some((actual, _))) if expected != actual => {
+            Err(StoreError::VersionConflict { expected, actual })
+        }
+        (Some(expected), None) => Err(StoreError::VersionConflict {
+            expected,
+            actual: 0,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `resourceType`, `id`, `meta` (with versionId and lastUpdated set, other meta kept),
+/// then the rest in its order.
+fn with_meta(resource: Value, id: &str, version: u64, last_updated: &str) -> Value {
+    let Value::Object(obj) = resource else {
+        return resource;
+    };
+    let mut out = Map::with_capacity(obj.len() + 2);
+    let mut meta = Map::new();
+    let mut rest = Vec::with_capacity(obj.len());
+    for (k, v) in obj {
+        match k.as_str() {
+            "resourceType" => {
+                out.insert(k, v);
+            }
+            "id" => {}
+            "meta" => {
+                if let Value::Object(m) = v {
+                    meta = m;
+                }
+            }
+            _ => rest.push((k, v)),
+        }
+    }
+    out.insert("id".into(), Value::String(id.to_string()));
+    meta.insert("versionId".into(), Value::String(version.to_string()));
+    meta.insert(
+        "lastUpdated".into(),
+        Value::String(last_updated.to_string()),
+    );
+    out.insert("meta".into(), Value::Object(meta));
+    out.extend(rest);
+    Value::Object(out)
+}
+
+/// Write a new version (a tombstone when `resource` is None) and make it current.
+/// `previous_deleted`: None if the resource did not exist, else whether its current
+/// version is a delete (only live versions have index rows to remove).
+fn write_version(
+    conn: &Connection,
+    rt: &str,
+    id: &str,
+    version: u64,
+    now: i64,
+    resource: Option<Value>,
+    previous_deleted: Option<bool>,
+) -> Result<Stored> {
+    let text = format_rfc3339(now);
+    let version_i = i64::try_from(version)
+        .map_err(|_| StoreError::Storage("version number overflow".into()))?;
+    let deleted = resource.is_none();
+    let resource = resource.map(|r| with_meta(r, id, version, &text));
+    let body = match &resource {
+        Some(r) => Some(serde_json::to_string(r).map_err(|e| StoreError::Invalid(e.to_string()))?),
+        None => None,
+    };
+    let sql = || -> rusqlite::Result<()> {
+        conn.prepare_cached(
+            "INSERT INTO resource_version (resource_type, id, version, last_updated, deleted, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![rt, id, version_i, now, i64::from(deleted), body])?;
+        let seq = conn.last_insert_rowid();
+        conn.prepare_cached(
+            "INSERT INTO resource (resource_type, id, version, last_updated, deleted, seq) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (resource_type, id) DO UPDATE SET \
+             version = excluded.version, last_updated = excluded.last_updated, \
+             deleted = excluded.deleted, seq = excluded.seq",
+        )?
+        .execute(params![rt, id, version_i, now, i64::from(deleted), seq])?;
+        if previous_deleted == Some(false) {
+            index::delete_rows(conn, rt, id)?;
+        }
+        if let Some(r) = &resource {
+            index::insert_rows(conn, rt, id, &crate::index::extract_rows(r))?;
+        }
+        Ok(())
+    };
+    sql().map_err(storage)?;
+    Ok(Stored {
+        resource_type: rt.to_string(),
+        id: id.to_string(),
+        version,
+        last_updated: now,
+        resource: Arc::new(resource.unwrap_or_else(|| tombstone(rt, id, version, &text))),
+        last_updated_text: text,
+        deleted,
+    })
+}
