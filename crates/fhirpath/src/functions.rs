@@ -409,38 +409,16 @@ pub(crate) fn call<'a>(
             Ok(all)
         }
         Iif => iif(&c, &input, has_target),
-        ToBoolean => opt(single(&input, &c)?
-            .and_then(|i| to_boolean(&i))
-            .map(Item::Boolean)),
-        ConvertsToBoolean => convertible(single(&input, &c)?, |i| to_boolean(i).is_some()),
-        ToInteger => opt(single(&input, &c)?
-            .and_then(|i| to_integer(&i))
-            .map(Item::Integer)),
-        ConvertsToInteger => convertible(single(&input, &c)?, |i| to_integer(i).is_some()),
-        ToLong => opt(single(&input, &c)?
-            .and_then(|i| to_integer_wide(&i))
-            .map(Item::Long)),
-        ConvertsToLong => convertible(single(&input, &c)?, |i| to_integer_wide(i).is_some()),
-        ToDecimal => opt(single(&input, &c)?
-            .and_then(|i| to_decimal(&i))
-            .map(Item::Decimal)),
-        ConvertsToDecimal => convertible(single(&input, &c)?, |i| to_decimal(i).is_some()),
-        ToString => opt(single(&input, &c)?
-            .and_then(|i| to_string(&i))
-            .map(Item::string)),
-        ConvertsToString => convertible(single(&input, &c)?, |i| to_string(i).is_some()),
-        ToDate => opt(single(&input, &c)?
-            .and_then(|i| to_date(&i))
-            .map(Item::Date)),
-        ConvertsToDate => convertible(single(&input, &c)?, |i| to_date(i).is_some()),
-        ToDateTime => opt(single(&input, &c)?
-            .and_then(|i| to_datetime(&i))
-            .map(Item::DateTime)),
-        ConvertsToDateTime => convertible(single(&input, &c)?, |i| to_datetime(i).is_some()),
-        ToTime => opt(single(&input, &c)?
-            .and_then(|i| to_time(&i))
-            .map(Item::Time)),
-        ConvertsToTime => convertible(single(&input, &c)?, |i| to_time(i).is_some()),
+        ToBoolean | ToInteger | ToLong | ToDecimal | ToString | ToDate | ToDateTime | ToTime => {
+            opt(single(&input, &c)?.and_then(|i| conversion(func, &i)))
+        }
+        ConvertsToBoolean | ConvertsToInteger | ConvertsToLong | ConvertsToDecimal
+        | ConvertsToString | ConvertsToDate | ConvertsToDateTime | ConvertsToTime => {
+            Ok(single(&input, &c)?
+                .map(|i| Item::Boolean(conversion(func, &i).is_some()))
+                .into_iter()
+                .collect())
+        }
         ToQuantity | ConvertsToQuantity => {
             let Some(raw) = input.first() else {
                 return Ok(vec![]);
@@ -1034,8 +1012,20 @@ fn sort<'a>(c: &Call<'_, '_, 'a>, input: Collection<'a>) -> R<Collection<'a>> {
     }
 }
 
-fn convertible<'a>(v: Option<Item<'a>>, f: impl Fn(&Item<'a>) -> bool) -> R<Collection<'a>> {
-    Ok(v.map(|i| Item::Boolean(f(&i))).into_iter().collect())
+/// The conversion behind `toX()` and `convertsToX()`; `None` when not convertible.
+fn conversion<'a>(func: Func, i: &Item<'a>) -> Option<Item<'a>> {
+    use Func::*;
+    match func {
+        ToBoolean | ConvertsToBoolean => to_boolean(i).map(Item::Boolean),
+        ToInteger | ConvertsToInteger => to_integer(i).map(Item::Integer),
+        ToLong | ConvertsToLong => to_integer_wide(i).map(Item::Long),
+        ToDecimal | ConvertsToDecimal => to_decimal(i).map(Item::Decimal),
+        ToString | ConvertsToString => to_string(i).map(Item::string),
+        ToDate | ConvertsToDate => to_date(i).map(Item::Date),
+        ToDateTime | ConvertsToDateTime => to_datetime(i).map(Item::DateTime),
+        ToTime | ConvertsToTime => to_time(i).map(Item::Time),
+        _ => None,
+    }
 }
 
 fn to_boolean(i: &Item<'_>) -> Option<bool> {

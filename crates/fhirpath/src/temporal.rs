@@ -611,16 +611,14 @@ impl fmt::Display for DateTime {
             write!(f, "-{:02}", self.day)?;
         }
         if self.precision >= Precision::Hour {
-            write!(f, "T{:02}", self.hour)?;
-            if self.precision >= Precision::Minute {
-                write!(f, ":{:02}", self.minute)?;
-            }
-            if self.precision >= Precision::Second {
-                write!(f, ":{:02}", self.second)?;
-            }
-            if self.precision >= Precision::Millisecond {
-                write!(f, ".{:03}", self.millis)?;
-            }
+            let time = Time {
+                hour: self.hour,
+                minute: self.minute,
+                second: self.second,
+                millis: self.millis,
+                precision: self.precision,
+            };
+            write!(f, "T{time}")?;
             match self.tz {
                 Some(0) => write!(f, "Z")?,
                 Some(tz) => {
