@@ -23,6 +23,8 @@ enum Command {
     /// Validate FHIR R4 resources (structure, formats, required bindings, invariants).
     /// Exits 1 if any resource has errors.
     Validate(cmd::validate::Args),
+    /// Bearer tokens signed by a data directory's key (`vigil token issue ...`).
+    Token(cmd::token::Args),
 }
 
 fn main() -> ExitCode {
@@ -30,5 +32,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Fhirpath(args) => cmd::fhirpath::run(args),
         Command::Validate(args) => cmd::validate::run(args),
+        Command::Token(args) => cmd::token::run(args),
     }
 }

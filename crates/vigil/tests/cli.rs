@@ -129,3 +129,56 @@ fn validate_reports_every_issue_and_exits_1_on_errors() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn token_issue_prints_a_token_the_data_dir_key_verifies() {
+    let dir = std::env::temp_dir().join(format!("vigil-cli-token-{}", std::process::id()));
+    let data_dir = dir.to_str().unwrap();
+    let out = vigil(&[
+        "token",
+        "issue",
+        "--data-dir",
+        data_dir,
+        "--scope",
+        "patient/Observation.rs",
+        "--patient",
+        "p1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let key = vigil_auth::SigningKey::load_or_create(&dir).unwrap();
+    let claims = key.verify_now(&token).unwrap();
+    assert_eq!(claims.scope, "patient/Observation.rs");
+    assert_eq!(claims.patient.as_deref(), Some("p1"));
+
+    // patient/ scopes without a patient context are refused with the reason
+    let out = vigil(&[
+        "token",
+        "issue",
+        "--data-dir",
+        data_dir,
+        "--scope",
+        "patient/Observation.rs",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("patient"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = vigil(&[
+        "token",
+        "issue",
+        "--data-dir",
+        data_dir,
+        "--scope",
+        "patient/Observation.xyz",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid SMART scope"));
+    std::fs::remove_dir_all(&dir).ok();
+}

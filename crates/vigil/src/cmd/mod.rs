@@ -1,2 +1,3 @@
 pub mod fhirpath;
+pub mod token;
 pub mod validate;
