@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 use std::sync::Arc;
-use vigil_fhir::search::IndexValue;
+use vigil_fhir::search::{IndexValue, SearchQuery};
 
 /// An index value independent of the resource it was extracted from.
 pub type OwnedIndexValue = IndexValue<'static>;
@@ -210,6 +210,42 @@ impl WriteOutcome {
     }
 }
 
+/// The default page size of [`FhirStore::search`] (`_count` absent).
+pub const DEFAULT_SEARCH_COUNT: u32 = 20;
+/// The largest page [`FhirStore::search`] returns; larger `_count`s are clamped.
+pub const MAX_SEARCH_COUNT: u32 = 1_000;
+
+/// Which page of a search to return. Values given here take precedence over the
+/// query's own `_count` / `_cursor` (the server may cap `_count`, or carry the cursor
+/// outside the query).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchPage {
+    /// The page size: [`DEFAULT_SEARCH_COUNT`] when neither this nor `_count` is given,
+    /// at most [`MAX_SEARCH_COUNT`]. 0 returns no matches (with `_total`: the count only).
+    pub count: Option<u32>,
+    /// The `next_cursor` of the previous page; `None` for the first page.
+    pub cursor: Option<String>,
+}
+
+/// One page of search results.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SearchResult {
+    /// The matching resources of this page, in the query's `_sort` order (by write
+    /// order of their current version without `_sort`).
+    pub matches: Vec<Stored>,
+    /// The cursor of the next page, `None` on the last page. It is a keyset position
+    /// (the sort values and write sequence of the last match), so resources written
+    /// between pages never shift later pages: each resource that matched throughout is
+    /// returned exactly once, and new matches appear where their sort position lies
+    /// ahead of the cursor.
+    pub next_cursor: Option<String>,
+    /// The number of matches over all pages, when `_total` is `accurate` or `estimate`.
+    pub total: Option<u64>,
+    /// `_include` / `_revinclude` resources of this page (each once, none of them a
+    /// match of the page).
+    pub included: Vec<Stored>,
+}
+
 /// A FHIR resource store: versioned resources with history and search indexes.
 ///
 /// All methods are blocking; the async server calls them through `spawn_blocking`.
@@ -263,6 +299,16 @@ pub trait FhirStore: Send + Sync {
     /// (search first), and the processing order FHIR prescribes (deletes, creates,
     /// updates). The same resource may appear only once ([`StoreError::Conflict`]).
     fn transaction(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>>;
+
+    /// One page of a search: the current versions of live resources matching every
+    /// clause of `query`, with the semantics of [`vigil_fhir::search::matching`] (its
+    /// [`MatchContext`](vigil_fhir::search::MatchContext) without base URL or `now`),
+    /// sorted by `_sort`, plus `_total` and `_include`/`_revinclude` resources.
+    ///
+    /// Errors: [`StoreError::Invalid`] for a cursor this query did not produce and for
+    /// criteria the store cannot evaluate (`:in`, `:above`, `:below` on tokens, `near`,
+    /// sorting on composites).
+    fn search(&self, query: &SearchQuery, page: &SearchPage) -> Result<SearchResult>;
 
     /// The search index rows of the current version, as (parameter code, value); empty
     /// for deleted or absent resources. For tests and debugging.

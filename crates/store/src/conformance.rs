@@ -54,7 +54,18 @@ macro_rules! store_conformance_tests {
             concurrent_creates,
             index_rows_match_extract,
             index_rows_follow_versions,
-            data_survives_reopen
+            data_survives_reopen,
+            search_token_matches_oracle,
+            search_string_matches_oracle,
+            search_date_matches_oracle,
+            search_number_quantity_matches_oracle,
+            search_reference_uri_matches_oracle,
+            search_composite_matches_oracle,
+            search_chains_and_has,
+            search_sort_orders,
+            search_paging_with_concurrent_writes,
+            search_includes,
+            search_rejects_bad_input
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -827,4 +838,1055 @@ pub fn data_survives_reopen(make: Make<'_>) {
     let (n, _) = s.update("Patient", &a.id, patient("A3"), None).unwrap();
     assert_eq!(n.version, 3);
     assert!(n.last_updated >= r.last_updated);
+}
+
+// ---------------------------------------------------------------------------------------
+// Search
+
+/// Parse a search of `rt` (panics on a malformed query: test input).
+pub fn parse_search(rt: &str, qs: &str) -> vigil_fhir::search::SearchQuery {
+    vigil_fhir::search::SearchQuery::parse(Some(rt), qs, vigil_fhir::search::SearchRegistry::r4())
+        .unwrap_or_else(|e| panic!("{rt}?{qs}: {e}"))
+}
+
+/// All pages of a search, following cursors; checks no resource appears twice.
+fn search_ids(s: &dyn FhirStore, rt: &str, qs: &str) -> Vec<String> {
+    let q = parse_search(rt, qs);
+    let mut page = SearchPage::default();
+    let mut out: Vec<String> = Vec::new();
+    for _ in 0..1000 {
+        let r = s
+            .search(&q, &page)
+            .unwrap_or_else(|e| panic!("{rt}?{qs}: {e}"));
+        assert!(r.matches.len() <= q.count.unwrap_or(DEFAULT_SEARCH_COUNT) as usize);
+        for m in r.matches {
+            assert_eq!(m.resource_type, rt, "{qs}");
+            assert!(!m.deleted, "{qs}");
+            assert!(!out.contains(&m.id), "{rt}?{qs}: {} twice", m.id);
+            out.push(m.id);
+        }
+        match r.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => return out,
+        }
+    }
+    panic!("{rt}?{qs}: no last page");
+}
+
+/// The ids among `all` (current versions) that `matching::resource_matches` accepts.
+fn oracle_ids(all: &[Stored], rt: &str, qs: &str) -> Vec<String> {
+    let q = parse_search(rt, qs);
+    let mut ids: Vec<String> = all
+        .iter()
+        .filter(|s| s.resource_type == rt && !s.deleted)
+        .filter(|s| {
+            let x = vigil_fhir::search::extract(&s.resource).unwrap();
+            vigil_fhir::search::matching::resource_matches(
+                &q,
+                &x,
+                &vigil_fhir::search::MatchContext::default(),
+            )
+            .unwrap_or_else(|e| panic!("{rt}?{qs}: {e}"))
+        })
+        .map(|s| s.id.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// The search dataset: Patients, Observations (codes, subjects, dates, quantities in
+/// several units, comparators, components), a RiskAssessment and ValueSets; some
+/// resources updated (old versions must not match) and deleted (must never match).
+/// Returns the current versions, in write order.
+pub fn search_dataset(s: &dyn FhirStore) -> Vec<Stored> {
+    const UCUM: &str = "http://unitsofmeasure.org";
+    const LOINC: &str = "http://loinc.org";
+    let mut all: Vec<Stored> = Vec::new();
+    let mut put = |rt: &str, id: &str, body: Value| {
+        let (st, _) = s.update(rt, id, body, None).unwrap();
+        all.retain(|x| !(x.resource_type == rt && x.id == id));
+        all.push(st);
+    };
+    put(
+        "Patient",
+        "p1",
+        json!({"resourceType": "Patient", "active": true, "gender": "male",
+        "birthDate": "1974-12-25",
+        "name": [{"family": "Chalmers", "given": ["Peter", "James"]}],
+        "identifier": [{"system": "urn:mrn", "value": "12345",
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]}}],
+        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Peter Chalmers</div>"}}),
+    );
+    put(
+        "Patient",
+        "p2",
+        json!({"resourceType": "Patient", "active": false, "gender": "female",
+        "birthDate": "1980-06", "name": [{"family": "Müller", "given": ["Zoë"]}],
+        "identifier": [{"system": "urn:mrn", "value": "67890"}, {"value": "12345"}]}),
+    );
+    put(
+        "Patient",
+        "p3",
+        json!({"resourceType": "Patient", "gender": "other", "birthDate": "2000",
+        "name": [{"family": "Chalmerson"}]}),
+    );
+    put(
+        "Patient",
+        "p4",
+        json!({"resourceType": "Patient", "gender": "unknown",
+        "name": [{"family": "O'Brien", "given": ["'); DROP TABLE resource; --", "100%_x"]}]}),
+    );
+    put(
+        "Patient",
+        "p6",
+        json!({"resourceType": "Patient", "name": [{"family": "Oldname"}],
+        "birthDate": "1990-01-01"}),
+    );
+    put(
+        "Patient",
+        "p6",
+        json!({"resourceType": "Patient", "name": [{"family": "Newname"}],
+        "birthDate": "1991-01-01"}),
+    );
+    put(
+        "Patient",
+        "p5",
+        json!({"resourceType": "Patient", "name": [{"family": "Chalmers"}],
+        "gender": "male", "birthDate": "1974-12-25"}),
+    );
+    s.delete("Patient", "p5", None).unwrap();
+
+    let obs = |subject: &str, code: &str, display: &str, when: Value, value: Value| {
+        let mut o = json!({"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": LOINC, "code": code, "display": display}]},
+            "subject": {"reference": subject}});
+        match when {
+            Value::String(d) => o["effectiveDateTime"] = json!(d),
+            Value::Null => {}
+            period => o["effectivePeriod"] = period,
+        }
+        if !value.is_null() {
+            o["valueQuantity"] = value;
+        }
+        o
+    };
+    let hr = |v: Value| json!({"value": v, "unit": "beats/minute", "system": UCUM, "code": "/min"});
+    put(
+        "Observation",
+        "o1",
+        obs(
+            "Patient/p1",
+            "8867-4",
+            "Heart rate",
+            json!("2024-01-05T08:00:00Z"),
+            hr(json!(72)),
+        ),
+    );
+    put(
+        "Observation",
+        "o2",
+        obs(
+            "Patient/p1",
+            "8867-4",
+            "Heart rate",
+            json!("2024-02-10T08:00:00Z"),
+            hr(json!(65.5)),
+        ),
+    );
+    put(
+        "Observation",
+        "o3",
+        obs(
+            "Patient/p1",
+            "8867-4",
+            "Heart rate",
+            json!("2024-03-15"),
+            hr(json!(80)),
+        ),
+    );
+    put(
+        "Observation",
+        "o4",
+        obs(
+            "Patient/p1",
+            "8867-4",
+            "Heart rate",
+            json!("2023-12-31T23:00:00Z"),
+            hr(json!(100)),
+        ),
+    );
+    put(
+        "Observation",
+        "o5",
+        obs(
+            "Patient/p2",
+            "8867-4",
+            "Pulse",
+            json!("2024-01-15T12:30:00+02:00"),
+            hr(json!(58)),
+        ),
+    );
+    put(
+        "Observation",
+        "o6",
+        obs(
+            "Patient/p2",
+            "29463-7",
+            "Body weight",
+            json!("2024-01-20"),
+            json!({"value": 80, "unit": "kg", "system": UCUM, "code": "kg"}),
+        ),
+    );
+    put(
+        "Observation",
+        "o7",
+        obs(
+            "Patient/p1",
+            "29463-7",
+            "Body weight",
+            json!("2024-02"),
+            json!({"value": 176.4, "unit": "lb", "system": UCUM, "code": "[lb_av]"}),
+        ),
+    );
+    put(
+        "Observation",
+        "o8",
+        obs(
+            "Patient/p3",
+            "29463-7",
+            "Body weight",
+            json!({"start": "2024-01-01"}),
+            json!({"value": 79500, "unit": "g", "system": UCUM, "code": "g"}),
+        ),
+    );
+    put(
+        "Observation",
+        "o9",
+        obs(
+            "Patient/p3",
+            "29463-7",
+            "Body weight",
+            json!({"end": "2023-06-01"}),
+            json!({"value": 5, "comparator": "<", "unit": "kg", "system": UCUM, "code": "kg"}),
+        ),
+    );
+    put(
+        "Observation",
+        "o10",
+        obs(
+            "http://other.example/fhir/Patient/p1",
+            "8867-4",
+            "Heart rate",
+            Value::Null,
+            json!({"value": 70, "unit": "bpm"}),
+        ),
+    );
+    let mut bp = obs(
+        "Patient/p2",
+        "85354-9",
+        "Blood pressure",
+        json!("2024-02-01T10:00:00Z"),
+        Value::Null,
+    );
+    bp["component"] = json!([
+        {"code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
+         "valueQuantity": {"value": 120, "unit": "mmHg", "system": UCUM, "code": "mm[Hg]"}},
+        {"code": {"coding": [{"system": LOINC, "code": "8462-4"}]},
+         "valueQuantity": {"value": 80, "unit": "mmHg", "system": UCUM, "code": "mm[Hg]"}}]);
+    put("Observation", "o11", bp);
+    let mut bp2 = obs(
+        "Patient/p1",
+        "85354-9",
+        "Blood pressure",
+        json!("2024-03-01T10:00:00Z"),
+        Value::Null,
+    );
+    bp2["component"] = json!([
+        {"code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
+         "valueQuantity": {"value": 95, "unit": "mmHg", "system": UCUM, "code": "mm[Hg]"}}]);
+    bp2["code"]["text"] = json!("Blood pressure panel");
+    put("Observation", "o12", bp2);
+    put(
+        "Observation",
+        "o13",
+        json!({"resourceType": "Observation", "status": "preliminary",
+        "code": {"text": "Pulse rate"}}),
+    );
+    // Updated: the old version (p1, 2024) must not match; deleted: never matches.
+    put(
+        "Observation",
+        "o14",
+        obs(
+            "Patient/p1",
+            "8867-4",
+            "Heart rate",
+            json!("2024-01-07"),
+            hr(json!(71)),
+        ),
+    );
+    put(
+        "Observation",
+        "o14",
+        obs(
+            "Patient/p2",
+            "8867-4",
+            "Heart rate",
+            json!("2022-01-07"),
+            hr(json!(71)),
+        ),
+    );
+    put(
+        "Observation",
+        "o15",
+        obs(
+            "Patient/p1",
+            "8867-4",
+            "Heart rate",
+            json!("2024-01-08"),
+            hr(json!(73)),
+        ),
+    );
+    s.delete("Observation", "o15", None).unwrap();
+
+    put(
+        "RiskAssessment",
+        "r1",
+        json!({"resourceType": "RiskAssessment", "status": "final",
+        "subject": {"reference": "Patient/p1"}, "prediction": [{"probabilityDecimal": 0.25}]}),
+    );
+    put(
+        "RiskAssessment",
+        "r2",
+        json!({"resourceType": "RiskAssessment", "status": "final",
+        "subject": {"reference": "Patient/p2"},
+        "prediction": [{"probabilityRange": {"low": {"value": 0.1}, "high": {"value": 0.4}}}]}),
+    );
+    put(
+        "RiskAssessment",
+        "r3",
+        json!({"resourceType": "RiskAssessment", "status": "final",
+        "subject": {"reference": "Patient/p3"}, "prediction": [{"probabilityDecimal": 100}]}),
+    );
+    put(
+        "ValueSet",
+        "vs1",
+        json!({"resourceType": "ValueSet", "status": "active",
+        "url": "http://example.org/fhir/ValueSet/vitals", "version": "1.0"}),
+    );
+    put(
+        "ValueSet",
+        "vs2",
+        json!({"resourceType": "ValueSet", "status": "active",
+        "url": "http://example.org/fhir/ValueSet/labs"}),
+    );
+    put(
+        "ValueSet",
+        "vs3",
+        json!({"resourceType": "ValueSet", "status": "draft",
+        "url": "urn:uuid:0c8d6ee2-2a62-4b39-9c6b-0d7e2a3b1c11"}),
+    );
+    // The deleted ones.
+    all.retain(|x| x.id != "p5" && x.id != "o15");
+    all
+}
+
+fn assert_oracle(s: &dyn FhirStore, all: &[Stored], rt: &str, queries: &[&str]) {
+    for qs in queries {
+        let got = sorted(search_ids(s, rt, qs));
+        assert_eq!(got, oracle_ids(all, rt, qs), "{rt}?{qs}");
+    }
+}
+
+/// Token search (all system forms, `:not`, `:text`, `:of-type`, `:missing`) and `_id`
+/// give exactly the resources the matcher accepts.
+pub fn search_token_matches_oracle(make: Make<'_>) {
+    let s = make("search-token");
+    let all = search_dataset(&*s);
+    assert_oracle(
+        &*s,
+        &all,
+        "Patient",
+        &[
+            "gender=male",
+            "gender=male,female",
+            "gender:not=male",
+            "gender:not=male,female",
+            "gender=|male",
+            "gender=http://hl7.org/fhir/administrative-gender|male",
+            "identifier=12345",
+            "identifier=urn:mrn|12345",
+            "identifier=urn:mrn|",
+            "identifier=|12345",
+            "identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|12345",
+            "identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|67890",
+            "identifier:missing=true",
+            "identifier:missing=false",
+            "active=true",
+            "active:not=true",
+            "_id=p1",
+            "_id=p1,p3,nope",
+            "_id:not=p1",
+            "_id=|p2",
+            "_id=sys|p2",
+            "_id:missing=false",
+            "_count=2&gender=male,female,other,unknown",
+        ],
+    );
+    assert_oracle(
+        &*s,
+        &all,
+        "Observation",
+        &[
+            "code=8867-4",
+            "code=http://loinc.org|8867-4",
+            "code=http://loinc.org|",
+            "code=|8867-4",
+            "code=http://loinc.org|8867-4,http://loinc.org|29463-7",
+            "code:not=8867-4",
+            "code:not=http://loinc.org|8867-4,29463-7",
+            "code:text=heart",
+            "code:text=PULSE",
+            "code:text=blood pressure pa",
+            "code:missing=true",
+            "status=final&code=8867-4",
+            "combo-code=8480-6",
+            "component-code=http://loinc.org|8462-4",
+            "_count=1&code:text=pulse",
+        ],
+    );
+    let hits = search_ids(&*s, "Observation", "code:text=pulse");
+    assert_eq!(sorted(hits), vec!["o13", "o5"]);
+}
+
+/// String search (normalized starts-with, `:exact`, `:contains`, wildcard characters),
+/// `_text` and `_content`.
+pub fn search_string_matches_oracle(make: Make<'_>) {
+    let s = make("search-string");
+    let all = search_dataset(&*s);
+    assert_oracle(
+        &*s,
+        &all,
+        "Patient",
+        &[
+            "name=chalm",
+            "name=Chalmers",
+            "name=CHALMERSON",
+            "name:exact=Chalmers",
+            "name:exact=chalmers",
+            "name:contains=ALME",
+            "name:contains=lmer,ller",
+            "name=zoe",
+            "name=Müller",
+            "name=muller",
+            "name:exact=Müller",
+            "name:exact=Muller",
+            "family=chalmers",
+            "given=pet",
+            "given=james",
+            "name=oldname",
+            "name=newname",
+            "name=100%25",
+            "name:contains=%25",
+            "name:contains=_",
+            "name:contains=0%25_",
+            "name=o'b",
+            "name:missing=true",
+            "name=%27",
+            "_text=peter",
+            "_content=12345",
+            "_content=chalmers 1974",
+            "name=  peter   ",
+            "phonetic=chalmers",
+        ],
+    );
+    assert_eq!(search_ids(&*s, "Patient", "name=100%25_"), vec!["p4"]);
+    assert_eq!(
+        search_ids(&*s, "Patient", "name:contains=%25_X"),
+        vec!["p4"]
+    );
+    assert!(search_ids(&*s, "Patient", "name:contains=%25%25").is_empty());
+}
+
+/// Date search: every prefix against instants, days, months, years, open Periods, and
+/// `_lastUpdated`.
+pub fn search_date_matches_oracle(make: Make<'_>) {
+    let s = make("search-date");
+    let all = search_dataset(&*s);
+    let mut queries: Vec<String> = Vec::new();
+    for p in ["", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"] {
+        for v in [
+            "2024",
+            "2024-01",
+            "2024-01-15",
+            "2024-02-01T10:00:00Z",
+            "2023-06-01",
+            "2024-01-15T10:30:00%2B02:00",
+        ] {
+            queries.push(format!("date={p}{v}"));
+        }
+    }
+    let q: Vec<&str> = queries.iter().map(String::as_str).collect();
+    assert_oracle(&*s, &all, "Observation", &q);
+    assert_oracle(
+        &*s,
+        &all,
+        "Observation",
+        &["date:missing=true", "date=2024-01,2024-03"],
+    );
+    let mut queries: Vec<String> = Vec::new();
+    for p in ["", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"] {
+        for v in [
+            "1974",
+            "1974-12-25",
+            "1980",
+            "1980-06",
+            "1980-06-15",
+            "2000",
+        ] {
+            queries.push(format!("birthdate={p}{v}"));
+        }
+    }
+    let q: Vec<&str> = queries.iter().map(String::as_str).collect();
+    assert_oracle(&*s, &all, "Patient", &q);
+    assert_oracle(
+        &*s,
+        &all,
+        "Patient",
+        &[
+            "birthdate:missing=true",
+            "birthdate:missing=false",
+            "_lastUpdated=gt2000-01-01",
+            "_lastUpdated=lt2000-01-01",
+            "_lastUpdated=ne2000",
+            "_lastUpdated=sa2001",
+        ],
+    );
+    assert_eq!(
+        sorted(search_ids(
+            &*s,
+            "Observation",
+            "date=ge2024-01-01&subject=Patient/p1"
+        )),
+        vec!["o1", "o12", "o2", "o3", "o7"]
+    );
+    assert_eq!(
+        search_ids(&*s, "Patient", "_lastUpdated=gt2000-01-01").len(),
+        5
+    );
+}
+
+/// Number and quantity search: every prefix, units by system and code, canonical UCUM
+/// comparison across units, comparators, `number||code`.
+pub fn search_number_quantity_matches_oracle(make: Make<'_>) {
+    let s = make("search-number");
+    let all = search_dataset(&*s);
+    let mut queries: Vec<String> = Vec::new();
+    for p in ["", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"] {
+        for v in ["0.25", "0.2", "0.3", "100", "1e2", "0.1"] {
+            queries.push(format!("probability={p}{v}"));
+        }
+    }
+    let q: Vec<&str> = queries.iter().map(String::as_str).collect();
+    assert_oracle(&*s, &all, "RiskAssessment", &q);
+    let mut queries: Vec<String> = Vec::new();
+    for p in ["", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"] {
+        for v in [
+            "72",
+            "65.5",
+            "80",
+            "70|http://unitsofmeasure.org|/min",
+            "80|http://unitsofmeasure.org|kg",
+            "79.5|http://unitsofmeasure.org|kg",
+            "80000|http://unitsofmeasure.org|g",
+            "176.4|http://unitsofmeasure.org|[lb_av]",
+            "80||kg",
+            "70||bpm",
+            "5|http://unitsofmeasure.org|kg",
+            "4|http://unitsofmeasure.org|kg",
+            "80|http://unitsofmeasure.org|m",
+            "80|urn:other|kg",
+            "1.2|http://unitsofmeasure.org|/s",
+        ] {
+            queries.push(format!("value-quantity={p}{v}"));
+        }
+    }
+    let q: Vec<&str> = queries.iter().map(String::as_str).collect();
+    assert_oracle(&*s, &all, "Observation", &q);
+    assert_oracle(
+        &*s,
+        &all,
+        "Observation",
+        &[
+            "value-quantity:missing=true",
+            "value-quantity=72,80",
+            "component-value-quantity=gt100",
+            "combo-value-quantity=lt90|http://unitsofmeasure.org|mm[Hg]",
+        ],
+    );
+    assert_eq!(
+        sorted(search_ids(
+            &*s,
+            "Observation",
+            "value-quantity=ge79|http://unitsofmeasure.org|kg&code=29463-7"
+        )),
+        vec!["o6", "o7", "o8"]
+    );
+}
+
+/// Reference search (id, Type/id, `:[type]`, absolute URLs, `:missing`, `:identifier`)
+/// and uri search (equality, `url|version`, `:below`, `:above`).
+pub fn search_reference_uri_matches_oracle(make: Make<'_>) {
+    let s = make("search-reference");
+    let all = search_dataset(&*s);
+    assert_oracle(
+        &*s,
+        &all,
+        "Observation",
+        &[
+            "subject=Patient/p1",
+            "subject=p1",
+            "subject:Patient=p1",
+            "patient=p1",
+            "patient=Patient/p2",
+            "subject=Patient/p1,Patient/p3",
+            "subject=Group/p1",
+            "subject=Patient/p1/_history/1",
+            "subject=http://other.example/fhir/Patient/p1",
+            "subject=http://other.example/fhir/Patient/p2",
+            "subject=http://other.example/fhir/",
+            "subject:missing=true",
+            "subject:missing=false",
+            "subject:identifier=urn:npi|42",
+        ],
+    );
+    assert_oracle(
+        &*s,
+        &all,
+        "RiskAssessment",
+        &["subject=p2", "patient=Patient/p3"],
+    );
+    assert_oracle(
+        &*s,
+        &all,
+        "ValueSet",
+        &[
+            "url=http://example.org/fhir/ValueSet/vitals",
+            "url=http://example.org/fhir/ValueSet",
+            "url=http://example.org/fhir/ValueSet/vitals|1.0",
+            "url:below=http://example.org/fhir",
+            "url:below=http://example.org/fhir/ValueSet/vitals",
+            "url:below=urn:",
+            "url:above=http://example.org/fhir/ValueSet/vitals/extra",
+            "url:above=http://example.org/fhir",
+            "url:missing=true",
+            "version=1.0",
+            "status=active",
+        ],
+    );
+    assert_eq!(
+        sorted(search_ids(&*s, "Observation", "subject=Patient/p1")),
+        vec!["o1", "o12", "o2", "o3", "o4", "o7"]
+    );
+}
+
+/// Composite search: one tuple whose every component matches.
+pub fn search_composite_matches_oracle(make: Make<'_>) {
+    let s = make("search-composite");
+    let all = search_dataset(&*s);
+    assert_oracle(
+        &*s,
+        &all,
+        "Observation",
+        &[
+            "code-value-quantity=http://loinc.org|29463-7$gt70|http://unitsofmeasure.org|kg",
+            "code-value-quantity=29463-7$80",
+            "code-value-quantity=8867-4$lt70,29463-7$lt6|http://unitsofmeasure.org|kg",
+            "component-code-value-quantity=http://loinc.org|8480-6$gt100",
+            "component-code-value-quantity=8480-6$lt100|http://unitsofmeasure.org|mm[Hg]",
+            "component-code-value-quantity=8462-4$gt100",
+            "combo-code-value-quantity=8462-4$80",
+            "code-value-date=8867-4$ge2024-02",
+        ],
+    );
+    assert_eq!(
+        search_ids(
+            &*s,
+            "Observation",
+            "component-code-value-quantity=8480-6$lt100"
+        ),
+        vec!["o12"]
+    );
+}
+
+/// Chained parameters and `_has`; deleted and superseded resources are not reached.
+pub fn search_chains_and_has(make: Make<'_>) {
+    let s = make("search-chain");
+    search_dataset(&*s);
+    let ids = |rt: &str, qs: &str| sorted(search_ids(&*s, rt, qs));
+    assert_eq!(
+        ids("Observation", "subject:Patient.name=chalmers"),
+        vec!["o1", "o12", "o2", "o3", "o4", "o7", "o8", "o9"]
+    );
+    assert_eq!(
+        ids("Observation", "subject.name:exact=Chalmers&code=29463-7"),
+        vec!["o7"]
+    );
+    assert_eq!(
+        ids("Observation", "patient.gender=female"),
+        vec!["o11", "o14", "o5", "o6"]
+    );
+    assert_eq!(
+        ids("Observation", "subject:Patient.birthdate:missing=true"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids("RiskAssessment", "subject:Patient.identifier=urn:mrn|12345"),
+        vec!["r1"]
+    );
+    assert_eq!(
+        ids("Patient", "_has:Observation:subject:code=29463-7"),
+        vec!["p1", "p2", "p3"]
+    );
+    assert_eq!(
+        ids("Patient", "_has:Observation:patient:date=2022"),
+        vec!["p2"]
+    );
+    assert_eq!(
+        ids("Patient", "_has:Observation:subject:date=2024-01-08"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(
+            "Patient",
+            "_has:RiskAssessment:subject:probability=gt0.2&gender=male"
+        ),
+        vec!["p1"]
+    );
+    assert_eq!(
+        ids(
+            "Observation",
+            "subject:Patient._has:RiskAssessment:subject:probability=100"
+        ),
+        vec!["o8", "o9"]
+    );
+}
+
+/// `_sort` on each kind of key, ascending and descending, missing values last, ties by
+/// write order; pages of every size concatenate to the same order.
+pub fn search_sort_orders(make: Make<'_>) {
+    let s = make("search-sort");
+    search_dataset(&*s);
+    let ids = |rt: &str, qs: &str| search_ids(&*s, rt, qs);
+    assert_eq!(
+        ids("Patient", "_sort=birthdate"),
+        vec!["p1", "p2", "p6", "p3", "p4"]
+    );
+    assert_eq!(
+        ids("Patient", "_sort=-birthdate"),
+        vec!["p3", "p6", "p2", "p1", "p4"]
+    );
+    assert_eq!(
+        ids("Patient", "_sort=name"),
+        // The smallest of all names (given ones too): p4's given name starts with `'`.
+        vec!["p4", "p1", "p3", "p2", "p6"]
+    );
+    assert_eq!(
+        ids("Patient", "_sort=-family"),
+        vec!["p4", "p6", "p2", "p3", "p1"]
+    );
+    assert_eq!(
+        ids("Patient", "_sort=gender,-_id"),
+        vec!["p2", "p1", "p3", "p4", "p6"]
+    );
+    assert_eq!(
+        ids("Patient", "_sort=-_id"),
+        vec!["p6", "p4", "p3", "p2", "p1"]
+    );
+    assert_eq!(ids("Patient", ""), vec!["p1", "p2", "p3", "p4", "p6"]);
+    assert_eq!(ids("Patient", "_sort=_lastUpdated"), ids("Patient", ""));
+    assert_eq!(
+        ids("RiskAssessment", "_sort=-probability"),
+        vec!["r3", "r2", "r1"]
+    );
+    assert_eq!(
+        ids("RiskAssessment", "_sort=probability"),
+        vec!["r2", "r1", "r3"]
+    );
+    assert_eq!(
+        ids("RiskAssessment", "_sort=-subject"),
+        vec!["r3", "r2", "r1"]
+    );
+    assert_eq!(ids("ValueSet", "_sort=url"), vec!["vs2", "vs1", "vs3"]);
+    assert_eq!(
+        ids("Observation", "code=29463-7&_sort=-value-quantity"),
+        // Canonical: 176.4 [lb_av] is 80.01 kg, above 80 kg.
+        vec!["o7", "o6", "o8", "o9"]
+    );
+    assert_eq!(
+        ids("Observation", "code=8867-4&_sort=-date"),
+        vec!["o3", "o2", "o5", "o1", "o4", "o14", "o10"]
+    );
+    assert_eq!(
+        ids("Observation", "code=8867-4&_sort=date"),
+        vec!["o14", "o4", "o1", "o5", "o2", "o3", "o10"]
+    );
+    for n in 1..=4 {
+        for qs in [
+            "_sort=-date",
+            "_sort=code,date",
+            "_sort=-code,-_lastUpdated",
+            "_sort=status,-value-quantity",
+        ] {
+            assert_eq!(
+                ids("Observation", &format!("{qs}&_count={n}")),
+                ids("Observation", &format!("{qs}&_count=100")),
+                "{qs} by {n}"
+            );
+        }
+    }
+    assert!(s
+        .search(
+            &parse_search("Observation", "_sort=code-value-quantity"),
+            &SearchPage::default()
+        )
+        .is_err());
+}
+
+/// The issue's query pages in order with a cursor, stays correct when matching
+/// resources are created and changed between pages, and reports `_total`.
+pub fn search_paging_with_concurrent_writes(make: Make<'_>) {
+    let s = make("search-paging");
+    search_dataset(&*s);
+    let q = parse_search(
+        "Observation",
+        "subject=Patient/p1&code=http://loinc.org|8867-4&date=ge2024-01-01&_sort=-date&_count=2&_total=accurate",
+    );
+    let p1 = s.search(&q, &SearchPage::default()).unwrap();
+    let ids = |r: &SearchResult| r.matches.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&p1), vec!["o3", "o2"]);
+    assert_eq!(p1.total, Some(3));
+    let cursor = p1.next_cursor.clone().unwrap();
+    // Between pages: a new match after the cursor, one before it (not shown: it belongs
+    // to page 1's positions), and a non-match.
+    s.update(
+        "Observation",
+        "n1",
+        observation("p1", 60, "2024-01-20"),
+        None,
+    )
+    .unwrap();
+    s.update(
+        "Observation",
+        "n2",
+        observation("p1", 61, "2024-04-01"),
+        None,
+    )
+    .unwrap();
+    s.update(
+        "Observation",
+        "n3",
+        observation("p2", 62, "2024-01-21"),
+        None,
+    )
+    .unwrap();
+    let page = SearchPage {
+        count: None,
+        cursor: Some(cursor.clone()),
+    };
+    let p2 = s.search(&q, &page).unwrap();
+    assert_eq!(ids(&p2), vec!["n1", "o1"]);
+    assert_eq!(p2.total, Some(5));
+    assert_eq!(p2.next_cursor, None);
+    // The same cursor again gives the same page; a count override applies.
+    let p2b = s
+        .search(
+            &q,
+            &SearchPage {
+                count: Some(1),
+                cursor: Some(cursor),
+            },
+        )
+        .unwrap();
+    assert_eq!(ids(&p2b), vec!["n1"]);
+    assert!(p2b.next_cursor.is_some());
+    // _count=0: the total only.
+    let z = s
+        .search(
+            &parse_search("Observation", "code=8867-4&_count=0&_total=accurate"),
+            &SearchPage::default(),
+        )
+        .unwrap();
+    assert!(z.matches.is_empty() && z.next_cursor.is_none());
+    assert_eq!(z.total, Some(10));
+    // Default page size 20, no total unless asked.
+    for i in 0..25 {
+        s.update(
+            "Basic",
+            &format!("b{i}"),
+            json!({"resourceType": "Basic",
+            "code": {"coding": [{"code": "x"}]}}),
+            None,
+        )
+        .unwrap();
+    }
+    let b = s
+        .search(&parse_search("Basic", "code=x"), &SearchPage::default())
+        .unwrap();
+    assert_eq!((b.matches.len(), b.total), (20, None));
+    assert_eq!(search_ids(&*s, "Basic", "code=x&_count=7").len(), 25);
+}
+
+/// `_include` and `_revinclude` (also `:iterate`) add the referenced and referring
+/// resources of the page, each once.
+pub fn search_includes(make: Make<'_>) {
+    let s = make("search-include");
+    search_dataset(&*s);
+    let run = |rt: &str, qs: &str| {
+        let r = s
+            .search(&parse_search(rt, qs), &SearchPage::default())
+            .unwrap();
+        let m: Vec<String> = r.matches.iter().map(|m| m.id.clone()).collect();
+        let inc: Vec<String> = sorted(
+            r.included
+                .iter()
+                .map(|m| format!("{}/{}", m.resource_type, m.id))
+                .collect(),
+        );
+        (m, inc)
+    };
+    assert_eq!(
+        run("Observation", "_id=o1,o2&_include=Observation:subject"),
+        (
+            vec!["o1".into(), "o2".into()],
+            vec!["Patient/p1".to_string()]
+        )
+    );
+    assert_eq!(
+        run("Observation", "_id=o5&_include=Observation:subject:Group").1,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        run("Observation", "_id=o10&_include=*").1,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        run("Patient", "_id=p2&_revinclude=Observation:subject").1,
+        vec![
+            "Observation/o11",
+            "Observation/o14",
+            "Observation/o5",
+            "Observation/o6"
+        ]
+    );
+    assert_eq!(
+        run("Patient", "_id=p1,p3&_revinclude=RiskAssessment:subject").1,
+        vec!["RiskAssessment/r1", "RiskAssessment/r3"]
+    );
+    assert_eq!(
+        run(
+            "RiskAssessment",
+            "_id=r3&_include=RiskAssessment:subject&_revinclude:iterate=Observation:subject"
+        )
+        .1,
+        vec!["Observation/o8", "Observation/o9", "Patient/p3"]
+    );
+    // Deleted targets are not included.
+    s.delete("Patient", "p3", None).unwrap();
+    assert_eq!(
+        run("RiskAssessment", "_id=r3&_include=RiskAssessment:subject").1,
+        Vec::<String>::new()
+    );
+}
+
+/// Hostile input: values with SQL syntax are data, tampered cursors are clean errors,
+/// criteria the store cannot evaluate are errors, deleted resources never match.
+pub fn search_rejects_bad_input(make: Make<'_>) {
+    let s = make("search-bad");
+    let all = search_dataset(&*s);
+    for v in [
+        "'); DROP TABLE resource; --",
+        "x' OR '1'='1",
+        "\"; DELETE FROM idx_token; --",
+    ] {
+        let e = percent(v);
+        for qs in [
+            format!("name={e}"),
+            format!("name:exact={e}"),
+            format!("name:contains={e}"),
+            format!("gender={e}"),
+            format!("_id={e}"),
+            format!("identifier={e}|{e}"),
+            format!("_text={e}"),
+        ] {
+            let got = sorted(search_ids(&*s, "Patient", &qs));
+            assert_eq!(got, oracle_ids(&all, "Patient", &qs), "{qs}");
+        }
+    }
+    assert_eq!(
+        search_ids(&*s, "Patient", "given=%27%29%3B%20drop"),
+        vec!["p4"]
+    );
+    assert_eq!(search_ids(&*s, "Patient", "_id=p1"), vec!["p1"]);
+    let q = parse_search("Patient", "_sort=name&_count=1");
+    let first = s.search(&q, &SearchPage::default()).unwrap();
+    let good = first.next_cursor.unwrap();
+    let mut bad = vec![
+        "".to_string(),
+        "!!!".into(),
+        "e30".into(),
+        format!("{good}x"),
+        good[..good.len() - 2].to_string(),
+        "'); DROP TABLE resource; --".into(),
+    ];
+    bad.push(good.chars().rev().collect());
+    for c in bad {
+        let r = s.search(
+            &q,
+            &SearchPage {
+                count: None,
+                cursor: Some(c.clone()),
+            },
+        );
+        assert!(matches!(r, Err(StoreError::Invalid(_))), "{c:?}: {r:?}");
+    }
+    // A cursor of another sort does not apply.
+    let other = parse_search("Patient", "_sort=-name&_count=1");
+    assert!(matches!(
+        s.search(
+            &other,
+            &SearchPage {
+                count: None,
+                cursor: Some(good)
+            }
+        ),
+        Err(StoreError::Invalid(_))
+    ));
+    for qs in [
+        "code:in=http://example.org/vs",
+        "code:below=http://loinc.org|8867-4",
+    ] {
+        assert!(
+            matches!(
+                s.search(&parse_search("Observation", qs), &SearchPage::default()),
+                Err(StoreError::Invalid(_))
+            ),
+            "{qs}"
+        );
+    }
+    assert_eq!(
+        sorted(search_ids(&*s, "Patient", "name=chalmers")),
+        vec!["p1", "p3"]
+    );
+    assert!(search_ids(&*s, "Patient", "_id=p5").is_empty());
+    assert!(search_ids(&*s, "Observation", "_id=o15").is_empty());
+    assert_eq!(found(&*s, "Patient", "p1").version, 1);
+}
+
+fn percent(v: &str) -> String {
+    vigil_fhir::search::query::percent_encode(&vigil_fhir::search::query::escape(v))
 }

@@ -106,6 +106,13 @@ mod sqlite_memory {
         ) -> vigil_store::Result<Vec<(String, vigil_store::OwnedIndexValue)>> {
             self.0.index_values(rt, id)
         }
+        fn search(
+            &self,
+            q: &vigil_fhir::search::SearchQuery,
+            p: &vigil_store::SearchPage,
+        ) -> vigil_store::Result<vigil_store::SearchResult> {
+            self.0.search(q, p)
+        }
     }
 
     vigil_store::store_conformance_tests!({

@@ -11,6 +11,7 @@
 
 mod index;
 mod schema;
+mod search;
 
 use crate::api::*;
 use crate::time::{format_rfc3339, now_millis};
@@ -442,6 +443,14 @@ impl FhirStore for SqliteStore {
             return Ok(Vec::new());
         }
         self.submit(ops)
+    }
+
+    fn search(
+        &self,
+        query: &vigil_fhir::search::SearchQuery,
+        page: &SearchPage,
+    ) -> Result<SearchResult> {
+        self.with_reader(|c| Ok(search::search(c, query, page)))?
     }
 
     fn index_values(
