@@ -25,6 +25,8 @@ enum Command {
     Validate(cmd::validate::Args),
     /// Bearer tokens signed by a data directory's key (`vigil token issue ...`).
     Token(cmd::token::Args),
+    /// Run the FHIR R4 server on a data directory until SIGINT/SIGTERM.
+    Serve(cmd::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -33,5 +35,6 @@ fn main() -> ExitCode {
         Command::Fhirpath(args) => cmd::fhirpath::run(args),
         Command::Validate(args) => cmd::validate::run(args),
         Command::Token(args) => cmd::token::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
     }
 }

@@ -1,3 +1,4 @@
 pub mod fhirpath;
+pub mod serve;
 pub mod token;
 pub mod validate;
