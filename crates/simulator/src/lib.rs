@@ -454,17 +454,16 @@ impl Cohort {
         let tenth = |x: f64| (x * 10.0).round() / 10.0;
         match kind {
             DeviceKind::PulseOximeter => {
-                let mut body = json!({
+                // The oximeter reports the concentrator's flow, 0 on room air, so NEWS2
+                // knows "air or oxygen" instead of leaving it unscored. Whole litres
+                // are what home concentrators are set to.
+                json!({
                     "type": kind.type_name(),
                     "spo2": int(spo2, 70.0, 100.0),
                     "pulseRate": int(hr, 30.0, 220.0),
+                    "oxygenFlow": p.oxygen_flow.round() as i64,
                     "measuredAt": at,
-                });
-                if p.oxygen_flow > 0.0 {
-                    // Whole litres are what home concentrators are set to.
-                    body["oxygenFlow"] = json!(p.oxygen_flow.round() as i64);
-                }
-                body
+                })
             }
             DeviceKind::BpCuff => json!({
                 "type": kind.type_name(),

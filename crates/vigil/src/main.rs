@@ -4,6 +4,8 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod cmd;
+mod config;
+mod logging;
 
 #[derive(Parser)]
 #[command(
@@ -25,8 +27,15 @@ enum Command {
     Validate(cmd::validate::Args),
     /// Bearer tokens signed by a data directory's key (`vigil token issue ...`).
     Token(cmd::token::Args),
-    /// Run the FHIR R4 server on a data directory until SIGINT/SIGTERM.
+    /// Run Vigil: FHIR API, device ingest, pipeline, alerts and dashboard, until
+    /// SIGINT/SIGTERM.
     Serve(cmd::serve::Args),
+    /// Run the whole system with a simulated cohort streaming live.
+    Demo(cmd::demo::Args),
+    /// Device credentials (`vigil devices add --patient ID --type pulse-oximeter`).
+    Devices(cmd::devices::Args),
+    /// Dashboard users (`vigil users add --username U --team T`).
+    Users(vigil_dashboard::UsersArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,5 +45,8 @@ fn main() -> ExitCode {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Token(args) => cmd::token::run(args),
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
+        Command::Devices(args) => cmd::devices::run(args),
+        Command::Users(args) => args.run(),
     }
 }

@@ -1,6 +1,9 @@
 //! The `vigil` command line, run as a real process.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "cli/spine.rs"]
+mod spine;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

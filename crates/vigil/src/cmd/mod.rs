@@ -1,3 +1,5 @@
+pub mod demo;
+pub mod devices;
 pub mod fhirpath;
 pub mod serve;
 pub mod token;

@@ -1,0 +1,702 @@
+//! The monitoring pipeline: event log → normalization → FHIR Observations → NEWS2 →
+//! RiskAssessment / Flag → alerts.
+//!
+//! One worker thread consumes the `ingest` topic as the consumer group `pipeline`.
+//! Each batch is processed and only then committed, so a crash replays at most the
+//! last batch; every write is idempotent under replay (Observation and RiskAssessment
+//! ids are deterministic, the read model is keyed by resource, a flag transition is
+//! recorded together with its alert). A message that cannot be processed goes to the
+//! `dead-letter` topic with the reason and the stream goes on.
+
+use crate::db::{AlertRow, AlertState, FlagState, MonitorDb, ScoreRow, VitalPoint};
+use crate::devices::DeviceRegistry;
+use crate::ingest::{DEVICE_ID_PROPERTY, INGEST_TOPIC};
+use crate::metrics::Metrics;
+use crate::time::{format_rfc3339, now_millis};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use vigil_eventlog::{AppendRecord, EventLog, Record};
+use vigil_medtech::{DeviceTemplateSet, FhirTemplateSet, Identity, ObservationChange};
+use vigil_scoring::{News2Input, News2Result, RiskBand, SpO2Scale};
+use vigil_store::{FhirStore, ReadOutcome, StoreError};
+
+/// The topic failed messages go to.
+pub const DEAD_LETTER_TOPIC: &str = "dead-letter";
+/// The pipeline's consumer group.
+pub const CONSUMER_GROUP: &str = "pipeline";
+
+/// Pipeline settings.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// NEWS2 uses the latest value of each vital within this window before the newest
+    /// reading.
+    pub window: Duration,
+    /// Most messages processed per batch (one commit each).
+    pub batch_size: usize,
+    /// The care team new patients are assigned to when none is known.
+    pub default_team: Option<String>,
+    /// How long (in the readings' time) a flagged patient must stay at low risk before
+    /// the flag is lowered. Stops a patient hovering at a band boundary from raising a
+    /// new alert with every other reading.
+    pub flag_recovery: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            window: Duration::from_secs(4 * 3600),
+            batch_size: 500,
+            default_team: None,
+            flag_recovery: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// Why a message was dead-lettered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Stable error kind (metrics label).
+    pub kind: String,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl Failure {
+    fn new(kind: &str, message: impl Into<String>) -> Failure {
+        Failure {
+            kind: kind.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Something the dashboard should refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// New data for a patient.
+    Patient(String),
+    /// An alert opened or changed.
+    Alert {
+        /// Alert id.
+        alert_id: String,
+        /// Its patient.
+        patient_id: String,
+    },
+}
+
+/// The templates in force; replaced atomically at run time.
+pub struct Templates {
+    /// Device mapping.
+    pub device: DeviceTemplateSet,
+    /// FHIR mapping.
+    pub fhir: FhirTemplateSet,
+}
+
+/// The pipeline (see the module docs).
+pub struct Pipeline {
+    store: Arc<dyn FhirStore>,
+    log: Arc<dyn EventLog>,
+    registry: Arc<DeviceRegistry>,
+    db: Arc<MonitorDb>,
+    templates: RwLock<Arc<Templates>>,
+    config: PipelineConfig,
+    metrics: Arc<Metrics>,
+    changes: tokio::sync::broadcast::Sender<Change>,
+    scales: Mutex<HashMap<String, SpO2Scale>>,
+}
+
+fn short_hash(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0u8]);
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `low`, `low-medium`, `medium`, `high`.
+pub fn band_name(band: RiskBand) -> &'static str {
+    band.label()
+}
+
+fn vital_name(v: vigil_scoring::Vital) -> &'static str {
+    v.label()
+}
+
+impl Pipeline {
+    /// A pipeline over the given components.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<dyn FhirStore>,
+        log: Arc<dyn EventLog>,
+        registry: Arc<DeviceRegistry>,
+        db: Arc<MonitorDb>,
+        templates: Templates,
+        config: PipelineConfig,
+        metrics: Arc<Metrics>,
+    ) -> Pipeline {
+        let (changes, _) = tokio::sync::broadcast::channel(1024);
+        Pipeline {
+            store,
+            log,
+            registry,
+            db,
+            templates: RwLock::new(Arc::new(templates)),
+            config,
+            metrics,
+            changes,
+            scales: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Subscribes to changes (for live dashboards).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    /// Sends a change to subscribers (also used by alert acknowledgement).
+    pub fn notify(&self, change: Change) {
+        // No subscribers is fine.
+        let _ = self.changes.send(change);
+    }
+
+    /// Replaces the templates (already validated by the caller).
+    pub fn set_templates(&self, templates: Templates) {
+        *self
+            .templates
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(templates);
+    }
+
+    /// The templates in force.
+    pub fn templates(&self) -> Arc<Templates> {
+        self.templates
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Runs until `stop` is set, then finishes the batch in hand and returns.
+    pub fn run(&self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            match self.step() {
+                Ok(0) => {
+                    let next = self
+                        .log
+                        .committed(INGEST_TOPIC, CONSUMER_GROUP)
+                        .unwrap_or(0);
+                    let _ = self
+                        .log
+                        .wait_for(INGEST_TOPIC, next, Duration::from_millis(200));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "pipeline step failed; retrying in 1 s");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Processes one batch; returns how many messages it took. Errors are
+    /// infrastructure failures (the batch is retried); bad messages are dead-lettered.
+    pub fn step(&self) -> Result<usize, PipelineError> {
+        let from = self.log.committed(INGEST_TOPIC, CONSUMER_GROUP)?;
+        let records = self.log.read(INGEST_TOPIC, from, self.config.batch_size)?;
+        let Some(last) = records.last() else {
+            return Ok(0);
+        };
+        let next = last.offset + 1;
+        let templates = self.templates();
+        let mut touched: BTreeMap<String, Vec<VitalPoint>> = BTreeMap::new();
+        for record in &records {
+            match self.process(&templates, record) {
+                Ok(points) => {
+                    for p in points {
+                        touched.entry(p.patient_id.clone()).or_default().push(p);
+                    }
+                }
+                Err(Processing::Failed(failure)) => self.dead_letter(record, &failure)?,
+                Err(Processing::Infrastructure(e)) => return Err(e),
+            }
+        }
+        self.metrics.normalized(records.len() as u64);
+        for (patient_id, points) in &touched {
+            self.ensure_patient(patient_id)?;
+            self.db.put_vitals(points)?;
+            self.score(patient_id, points)?;
+            self.notify(Change::Patient(patient_id.clone()));
+        }
+        self.log.commit(INGEST_TOPIC, CONSUMER_GROUP, next)?;
+        let now = now_millis();
+        for record in &records {
+            self.metrics
+                .observe_pipeline_latency((now - record.timestamp_ms).max(0) as f64 / 1000.0);
+        }
+        Ok(records.len())
+    }
+
+    fn dead_letter(&self, record: &Record, failure: &Failure) -> Result<(), PipelineError> {
+        self.metrics.dead_lettered(&failure.kind);
+        tracing::warn!(offset = record.offset, kind = %failure.kind, error = %failure.message, "message dead-lettered");
+        let envelope: Value = serde_json::from_slice(&record.payload).unwrap_or_else(|_| {
+            Value::String(String::from_utf8_lossy(&record.payload).into_owned())
+        });
+        let entry = json!({
+            "sourceTopic": INGEST_TOPIC,
+            "sourceOffset": record.offset,
+            "errorKind": failure.kind,
+            "error": failure.message,
+            "failedAt": format_rfc3339(now_millis()),
+            "message": envelope,
+        });
+        let payload =
+            serde_json::to_vec(&entry).map_err(|e| PipelineError::Internal(e.to_string()))?;
+        self.log.append(
+            DEAD_LETTER_TOPIC,
+            vec![AppendRecord {
+                // Keyed by source offset: a replay after a crash does not dead-letter twice.
+                key: Some(format!("{INGEST_TOPIC}/{}", record.offset)),
+                timestamp_ms: now_millis(),
+                payload,
+            }],
+        )?;
+        Ok(())
+    }
+
+    fn process(
+        &self,
+        templates: &Templates,
+        record: &Record,
+    ) -> Result<Vec<VitalPoint>, Processing> {
+        let envelope: Value = serde_json::from_slice(&record.payload).map_err(|e| {
+            Failure::new(
+                "InvalidFormat",
+                format!("the stored message is not JSON: {e}"),
+            )
+        })?;
+        let device_id = envelope["SystemProperties"][DEVICE_ID_PROPERTY]
+            .as_str()
+            .ok_or_else(|| {
+                Failure::new(
+                    "DeviceIdentityNotDefined",
+                    "the message has no authenticated device id",
+                )
+            })?
+            .to_string();
+        let measurements = templates
+            .device
+            .normalize(&envelope)
+            .map_err(|e| Failure::new(e.kind(), e.to_string()))?;
+        if measurements.is_empty() {
+            return Err(Failure::new(
+                "TemplateNotFound",
+                "no device template matched the message (check its \"type\" against the device templates' typeMatchExpression)",
+            )
+            .into());
+        }
+        let patient_id = self
+            .registry
+            .patient_of(&device_id)
+            .map_err(|e| Processing::Infrastructure(e.into()))?
+            .ok_or_else(|| {
+                Failure::new(
+                    "ResourceNotFound",
+                    format!("Device/{device_id} is not registered"),
+                )
+            })?;
+        for m in &measurements {
+            if m.device_id != device_id {
+                return Err(Failure::new(
+                    "DeviceMismatch",
+                    format!(
+                        "the message names device {} but was sent by device {device_id}",
+                        m.device_id
+                    ),
+                )
+                .into());
+            }
+            if let Some(p) = &m.patient_id {
+                if *p != patient_id {
+                    return Err(Failure::new(
+                        "PatientDeviceMismatch",
+                        format!("the message names patient {p} but device {device_id} belongs to Patient/{patient_id}"),
+                    )
+                    .into());
+                }
+            }
+        }
+        let identity = Identity {
+            patient_id: patient_id.clone(),
+            device_id: device_id.clone(),
+            encounter_id: None,
+        };
+        let grouping = vigil_medtech::group(&measurements, &templates.fhir);
+        if let Some(rejected) = grouping.rejected.first() {
+            return Err(Failure::new(
+                rejected.error.kind(),
+                format!("measurement {}: {}", rejected.index, rejected.error),
+            )
+            .into());
+        }
+        let mut points = Vec::new();
+        for group in &grouping.groups {
+            let id = vigil_medtech::observation_id(group, &identity);
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let existing = match self
+                    .store
+                    .read("Observation", &id)
+                    .map_err(PipelineError::from)?
+                {
+                    ReadOutcome::Found(s) => Some(s),
+                    _ => None,
+                };
+                let change = templates
+                    .fhir
+                    .observation_for(
+                        group,
+                        &identity,
+                        existing.as_ref().map(|s| s.resource.as_ref()),
+                    )
+                    .map_err(|e| Failure::new(e.kind(), e.to_string()))?;
+                let resource = match change {
+                    ObservationChange::Create(v) | ObservationChange::Update(v) => v,
+                    ObservationChange::Unchanged => break,
+                };
+                let mut resource = resource;
+                resource["id"] = Value::String(id.clone());
+                match self.store.update(
+                    "Observation",
+                    &id,
+                    resource,
+                    existing.as_ref().map(|s| s.version),
+                ) {
+                    Ok((stored, _)) => {
+                        self.metrics.observations_written(1);
+                        points.extend(crate::vitals::vital_points(&patient_id, &stored.resource));
+                        break;
+                    }
+                    // Another writer changed it between our read and write: merge again.
+                    Err(StoreError::VersionConflict { .. }) if attempts < 5 => continue,
+                    Err(StoreError::Invalid(m)) => {
+                        return Err(Failure::new("InvalidFhirResource", m).into());
+                    }
+                    Err(e) => return Err(Processing::Infrastructure(e.into())),
+                }
+            }
+        }
+        Ok(points)
+    }
+
+    fn spo2_scale(&self, patient_id: &str) -> Result<SpO2Scale, PipelineError> {
+        if let Some(s) = self
+            .scales
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(patient_id)
+        {
+            return Ok(*s);
+        }
+        let query = vigil_fhir::search::query::SearchQuery::parse(
+            Some("Condition"),
+            &format!("subject=Patient/{patient_id}&_count=200"),
+            vigil_fhir::search::SearchRegistry::r4(),
+        )
+        .map_err(|e| PipelineError::Internal(e.to_string()))?;
+        let result = self
+            .store
+            .search(&query, &vigil_store::SearchPage::default())?;
+        let conditions: Vec<Value> = result
+            .matches
+            .iter()
+            .map(|s| (*s.resource).clone())
+            .collect();
+        let scale = vigil_scoring::spo2_scale_from_conditions(&conditions);
+        self.scales
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(patient_id.to_string(), scale);
+        Ok(scale)
+    }
+
+    /// Makes sure the patient is on the worklist: caches its demographics from the FHIR
+    /// store and assigns the default care team the first time it is seen.
+    pub fn ensure_patient(&self, patient_id: &str) -> Result<(), PipelineError> {
+        if self.db.patient(patient_id)?.is_some() {
+            return Ok(());
+        }
+        let row = match self.store.read("Patient", patient_id)? {
+            ReadOutcome::Found(s) => crate::patient_row(patient_id, &s.resource),
+            _ => crate::patient_row(patient_id, &Value::Null),
+        };
+        self.db.upsert_patient(&row)?;
+        if let Some(team) = &self.config.default_team {
+            if self.db.patient_teams(patient_id)?.is_empty() {
+                self.db.assign_team(patient_id, team)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the cached SpO2 scale of a patient (their Conditions changed).
+    pub fn forget_scale(&self, patient_id: &str) {
+        self.scales
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(patient_id);
+    }
+
+    fn score(&self, patient_id: &str, new_points: &[VitalPoint]) -> Result<(), PipelineError> {
+        let Some(window_end) = new_points.iter().map(|p| p.t_ms).max() else {
+            return Ok(());
+        };
+        let window_ms = i64::try_from(self.config.window.as_millis()).unwrap_or(i64::MAX);
+        let window_start = window_end.saturating_sub(window_ms);
+        let in_window = self.db.vitals_since(patient_id, window_start)?;
+        let mut latest: HashMap<&str, &VitalPoint> = HashMap::new();
+        for p in in_window.iter().filter(|p| p.t_ms <= window_end) {
+            let slot = latest.entry(p.vital.as_str()).or_insert(p);
+            if p.t_ms >= slot.t_ms {
+                *slot = p;
+            }
+        }
+        let value = |k: &str| latest.get(k).map(|p| p.value);
+        let input = News2Input {
+            respiratory_rate: value("respiratory-rate"),
+            spo2: value("spo2"),
+            on_oxygen: value("oxygen-flow").map(|f| f > 0.0),
+            systolic_bp: value("blood-pressure"),
+            heart_rate: value("heart-rate"),
+            temperature_c: value("temperature"),
+            consciousness: None,
+            scale: self.spo2_scale(patient_id)?,
+        };
+        let result = vigil_scoring::news2(&input);
+        let mut basis: Vec<String> = latest.values().map(|p| p.observation_ref.clone()).collect();
+        basis.sort();
+        basis.dedup();
+        let ra_id = format!(
+            "news2-{}",
+            short_hash(&[patient_id, &window_end.to_string()])
+        );
+        let ra = vigil_scoring::risk_assessment_with_scale(
+            patient_id,
+            window_start,
+            window_end,
+            &result,
+            &basis,
+            Some(&ra_id),
+            input.scale,
+        );
+        self.store.update("RiskAssessment", &ra_id, ra, None)?;
+        self.metrics.risk_assessment_written();
+        let band = band_name(result.band);
+        self.db.put_score(&ScoreRow {
+            patient_id: patient_id.to_string(),
+            t_ms: window_end,
+            score: result.total,
+            band: band.to_string(),
+            partial: result.partial,
+            missing: result
+                .missing
+                .iter()
+                .map(|v| vital_name(*v).to_string())
+                .collect(),
+            risk_assessment_ref: format!("RiskAssessment/{ra_id}"),
+        })?;
+        self.update_flag(patient_id, &result, &ra_id, window_end)
+    }
+
+    fn reason(result: &News2Result) -> String {
+        let mut reason = format!("NEWS2 {} ({} risk)", result.total, band_name(result.band));
+        let threes: Vec<&str> = result
+            .parameter_scores
+            .iter()
+            .filter(|(_, s)| *s == 3)
+            .map(|(v, _)| vital_name(*v))
+            .collect();
+        if !threes.is_empty() {
+            reason.push_str(&format!("; scores 3: {}", threes.join(", ")));
+        }
+        if result.partial {
+            let missing: Vec<&str> = result.missing.iter().map(|v| vital_name(*v)).collect();
+            reason.push_str(&format!("; partial, missing {}", missing.join(", ")));
+        }
+        reason
+    }
+
+    fn flag_resource(
+        patient_id: &str,
+        result: &News2Result,
+        ra_ref: &str,
+        since_ms: i64,
+        id: &str,
+    ) -> Value {
+        let mut flag = vigil_scoring::flag(
+            patient_id,
+            result,
+            ra_ref,
+            vigil_scoring::FlagStatus::Active,
+            since_ms,
+        );
+        flag["id"] = Value::String(id.to_string());
+        flag
+    }
+
+    fn update_flag(
+        &self,
+        patient_id: &str,
+        result: &News2Result,
+        ra_id: &str,
+        at_ms: i64,
+    ) -> Result<(), PipelineError> {
+        let state = self.db.flag_state(patient_id)?;
+        let active = state.as_ref().filter(|s| s.active);
+        let ra_ref = format!("RiskAssessment/{ra_id}");
+        if vigil_scoring::should_flag(result) {
+            if let Some(state) = active {
+                if state.low_since_ms.is_some() {
+                    // The recovery did not last: the same episode continues.
+                    self.db.set_low_since(patient_id, None)?;
+                }
+                // The same deterioration continues: no new alert; record a worse score.
+                if self.db.escalate_alert(
+                    &state.flag_id,
+                    result.total,
+                    band_name(result.band),
+                    &Self::reason(result),
+                )? {
+                    let flag = Self::flag_resource(
+                        patient_id,
+                        result,
+                        &ra_ref,
+                        state.since_ms,
+                        &state.flag_id,
+                    );
+                    self.store.update("Flag", &state.flag_id, flag, None)?;
+                    self.notify(Change::Alert {
+                        alert_id: state.flag_id.clone(),
+                        patient_id: patient_id.to_string(),
+                    });
+                }
+                return Ok(());
+            }
+            let flag_id = format!(
+                "deterioration-{}",
+                short_hash(&[patient_id, &at_ms.to_string()])
+            );
+            let flag = Self::flag_resource(patient_id, result, &ra_ref, at_ms, &flag_id);
+            self.store.update("Flag", &flag_id, flag, None)?;
+            let alert = AlertRow {
+                id: flag_id.clone(),
+                patient_id: patient_id.to_string(),
+                flag_id: flag_id.clone(),
+                state: AlertState::Open,
+                opened_ms: now_millis(),
+                score: result.total,
+                band: band_name(result.band).to_string(),
+                reason: Self::reason(result),
+                ack_by: None,
+                ack_ms: None,
+                note: None,
+                resolved_ms: None,
+            };
+            self.db.raise_flag(
+                patient_id,
+                &FlagState {
+                    flag_id: flag_id.clone(),
+                    active: true,
+                    since_ms: at_ms,
+                    low_since_ms: None,
+                },
+                &alert,
+            )?;
+            self.metrics.flag_raised();
+            tracing::info!(
+                patient = patient_id,
+                score = result.total,
+                band = band_name(result.band),
+                "deterioration flag raised"
+            );
+            self.notify(Change::Alert {
+                alert_id: flag_id,
+                patient_id: patient_id.to_string(),
+            });
+        } else if let Some(state) = active {
+            let recovery_ms =
+                i64::try_from(self.config.flag_recovery.as_millis()).unwrap_or(i64::MAX);
+            let low_since = match state.low_since_ms {
+                Some(t) => t,
+                None => {
+                    self.db.set_low_since(patient_id, Some(at_ms))?;
+                    at_ms
+                }
+            };
+            if at_ms.saturating_sub(low_since) < recovery_ms {
+                return Ok(());
+            }
+            let mut flag = match self.store.read("Flag", &state.flag_id)? {
+                ReadOutcome::Found(s) => (*s.resource).clone(),
+                _ => {
+                    Self::flag_resource(patient_id, result, &ra_ref, state.since_ms, &state.flag_id)
+                }
+            };
+            vigil_scoring::close_flag(&mut flag, at_ms.max(state.since_ms));
+            self.store.update("Flag", &state.flag_id, flag, None)?;
+            self.db
+                .lower_flag(patient_id, &state.flag_id, now_millis())?;
+            self.metrics.flag_lowered();
+            self.notify(Change::Alert {
+                alert_id: state.flag_id.clone(),
+                patient_id: patient_id.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// How processing one message can fail.
+enum Processing {
+    /// The message is bad: dead-letter it.
+    Failed(Failure),
+    /// The system is: retry the batch.
+    Infrastructure(PipelineError),
+}
+
+impl From<Failure> for Processing {
+    fn from(f: Failure) -> Self {
+        Processing::Failed(f)
+    }
+}
+
+impl From<PipelineError> for Processing {
+    fn from(e: PipelineError) -> Self {
+        Processing::Infrastructure(e)
+    }
+}
+
+/// Infrastructure failures of the pipeline (the batch is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The event log failed.
+    #[error("event log: {0}")]
+    Log(#[from] vigil_eventlog::LogError),
+    /// The FHIR store failed.
+    #[error("FHIR store: {0}")]
+    Store(#[from] StoreError),
+    /// The monitoring database failed.
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    /// Anything else.
+    #[error("{0}")]
+    Internal(String),
+}
