@@ -173,9 +173,30 @@ try {
   await page.screenshot({ path: screenshot, fullPage: true });
   step(`screenshot saved to ${screenshot}`);
 
-  // 6. An expired session sends the user back to the login page with a notice.
+  // 6. The mapping debugger: paste a payload, run it, see the measurements.
+  await page.getByRole("link", { name: "Mapping debugger" }).click();
+  await page.getByRole("heading", { name: "Mapping debugger" }).waitFor();
+  await page.getByLabel(/Device payload/).fill("{not json");
+  await page.getByRole("button", { name: "Run test" }).click();
+  await page.locator("#mapping-result .error-box").waitFor();
+  step("mapping debugger rejects a payload that is not JSON");
+  await page.getByLabel(/Device payload/).fill(JSON.stringify({ deviceid: "cuff-1", heartrate: 83 }));
+  await page.getByRole("button", { name: "Run test" }).click();
+  const measured = page.locator("#mapping-result table.measurements tbody tr");
+  await measured.first().waitFor();
+  const rowText = await measured.first().innerText();
+  check(rowText.includes("heartrate") && rowText.includes("hr = 83"), `measurement row shows the pasted value: ${rowText}`);
+  const shown = await page.locator("#mapping-result").innerText();
+  check(shown.includes("1 Observation(s) that would be written"), "observations summarised");
+  check(shown.includes("has no FHIR template"), "mapping warnings shown");
+  step(`mapping debugger: ${rowText.replace(/\s+/g, " ").trim()}`);
+  if (process.env.VIGIL_SCREENSHOT_MAPPING) {
+    await page.screenshot({ path: process.env.VIGIL_SCREENSHOT_MAPPING, fullPage: true });
+  }
+
+  // 7. An expired session sends the user back to the login page with a notice.
   await context.clearCookies();
-  await page.getByRole("button", { name: "24 h" }).click();
+  await page.getByRole("button", { name: "Run test" }).click();
   await page.getByText("Your session has expired").waitFor();
   await page.getByLabel("Username").waitFor();
   step("expired session returns to the login page with a notice");

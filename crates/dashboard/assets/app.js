@@ -514,12 +514,138 @@ async function renderPatient() {
   );
 }
 
+// ---------- mapping debugger ----------
+
+function parseJsonField(text, what) {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new ApiError(400, `${what} is not valid JSON: ${e.message}`);
+  }
+}
+
+function mappingErrorList(errors) {
+  return h(
+    "ul",
+    { class: "errors" },
+    errors.map((e) => {
+      let where = "";
+      if (e.line !== undefined) where = ` (${e.template} templates, ${e.path}, line ${e.line}:${e.column})`;
+      else if (e.location?.path) where = ` (${e.location.path}${e.location.expression ? `: ${e.location.expression}` : ""})`;
+      return h("li", {}, h("strong", {}, e.kind ?? "Template error"), ": ", e.message, where);
+    }),
+  );
+}
+
+function renderMappingResult(out, target) {
+  const parts = [];
+  if (out.templateErrors) {
+    parts.push(h("section", {}, h("h3", {}, "Template errors"), mappingErrorList(out.templateErrors)));
+  }
+  for (const r of out.results ?? []) {
+    const ms = r.measurements ?? [];
+    const rows = ms.map((m) =>
+      h(
+        "tr",
+        {},
+        h("td", {}, m.type),
+        h("td", {}, m.occurrenceTime),
+        h("td", {}, m.deviceId),
+        h("td", {}, m.patientId ?? "—"),
+        h("td", {}, (m.properties ?? []).map((p) => `${p.name} = ${p.value}`).join(", ")),
+      ),
+    );
+    parts.push(
+      h(
+        "section",
+        { class: "mapping-payload" },
+        h("h3", {}, `${r.payload}: ${ms.length} measurement(s)`),
+        ms.length
+          ? h(
+              "table",
+              { class: "measurements" },
+              h("thead", {}, h("tr", {}, ["Type", "Time", "Device", "Patient", "Values"].map((c) => h("th", { scope: "col" }, c)))),
+              h("tbody", {}, rows),
+            )
+          : null,
+        r.errors?.length ? mappingErrorList(r.errors) : null,
+        r.observations
+          ? h(
+              "details",
+              {},
+              h("summary", {}, `${r.observations.length} Observation(s) that would be written`),
+              h("pre", {}, JSON.stringify(r.observations, null, 2)),
+            )
+          : null,
+      ),
+    );
+  }
+  if (out.warnings?.length) {
+    parts.push(h("section", {}, h("h3", {}, "Warnings"), h("ul", {}, out.warnings.map((w) => h("li", {}, w)))));
+  }
+  target.replaceChildren(
+    h("p", { class: out.ok ? "ok" : "error", role: "status" }, out.ok ? "No errors." : "There were errors."),
+    ...parts,
+  );
+}
+
+function renderMapping() {
+  document.title = "Mapping debugger · Vigil";
+  const payload = h("textarea", { id: "mapping-payload", rows: 10, spellcheck: "false", required: true, placeholder: '{"deviceid": "...", "heartrate": 78, ...}' });
+  const device = h("textarea", { id: "mapping-device", rows: 8, spellcheck: "false" });
+  const fhir = h("textarea", { id: "mapping-fhir", rows: 8, spellcheck: "false" });
+  const result = h("div", { id: "mapping-result", class: "mapping-result", "aria-live": "polite" });
+  const run = h("button", { type: "submit", class: "btn primary", id: "mapping-run" }, "Run test");
+  const form = h(
+    "form",
+    { class: "mapping-form" },
+    h("label", { for: "mapping-payload" }, "Device payload (JSON; a message body or an envelope with Body)"),
+    payload,
+    h(
+      "details",
+      {},
+      h("summary", {}, "Templates (optional: the ones in force are used otherwise)"),
+      h("label", { for: "mapping-device" }, "Device mapping (devicecontent.json)"),
+      device,
+      h("label", { for: "mapping-fhir" }, "FHIR mapping (fhirmapping.json)"),
+      fhir,
+    ),
+    h("div", {}, run),
+  );
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    run.disabled = true;
+    try {
+      const request = { payloads: [parseJsonField(payload.value, "The payload")] };
+      // Template texts go as text so error positions refer to what was pasted.
+      if (device.value.trim()) request.deviceTemplates = device.value;
+      if (fhir.value.trim()) request.fhirTemplates = fhir.value;
+      const out = await api("/api/templates/test", { method: "POST", body: JSON.stringify(request) });
+      renderMappingResult(out, result);
+    } catch (e) {
+      if (e.status !== 401) result.replaceChildren(errorBox(e));
+    } finally {
+      run.disabled = false;
+    }
+  });
+  main.replaceChildren(
+    h("h1", {}, "Mapping debugger"),
+    h("p", { class: "muted" }, "Runs a device payload through the MedTech templates and shows the measurements and Observations it would produce. Nothing is stored."),
+    form,
+    result,
+  );
+}
+
 // ---------- routing, refresh, live updates ----------
 
 function route() {
   const m = /^\/patients\/([^/]+)\/?$/.exec(location.pathname);
   const prevRange = view?.range;
-  view = m ? { kind: "patient", id: decodeURIComponent(m[1]), range: prevRange ?? "72h" } : { kind: "worklist" };
+  view = m
+    ? { kind: "patient", id: decodeURIComponent(m[1]), range: prevRange ?? "72h" }
+    : /^\/mapping\/?$/.test(location.pathname)
+      ? { kind: "mapping" }
+      : { kind: "worklist" };
   main.replaceChildren(h("p", { class: "loading", role: "status" }, "Loading…"));
   refresh({ focus: true });
 }
@@ -537,7 +663,10 @@ async function refresh({ focus = false } = {}) {
       // Keep focus and scroll where they were: a live re-render must not move the user.
       const scroll = window.scrollY;
       const activeKey = document.activeElement?.closest?.("[data-alert-id],[data-patient-id]")?.dataset;
-      if (view.kind === "worklist") await renderWorklist();
+      if (view.kind === "mapping") {
+        // The form holds what the user typed: built once, never re-rendered by updates.
+        if (focus) renderMapping();
+      } else if (view.kind === "worklist") await renderWorklist();
       else await renderPatient();
       if (focus) main.focus({ preventScroll: true });
       else window.scrollTo(0, scroll);
@@ -578,6 +707,7 @@ function connectEvents() {
     } catch {
       return;
     }
+    if (view.kind === "mapping") return;
     if (view.kind === "worklist" || u.kind === "resync" || u.patient_id === view.id) scheduleRefresh();
   });
   es.addEventListener("error", async () => {

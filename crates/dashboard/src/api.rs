@@ -9,6 +9,7 @@
 //! | GET | `/api/patients/{id}?since=<unix ms>` | `PatientDetail`; 404 |
 //! | GET | `/api/alerts?status=open` | `{alerts:[Alert]}` |
 //! | POST | `/api/alerts/{id}/ack` `{note?}` | the `Alert`; 404; 409 |
+//! | POST | `/api/templates/test` `{payloads,deviceTemplates?,fhirTemplates?}` | the mapping debugger's result; 501 without templates |
 //! | GET | `/api/events` | SSE: `event: update`, data `{"kind":"patient"|"alert",...}` |
 //!
 //! Errors are `{"error": "..."}`. Every `/api` call but login needs a session (401), and
@@ -95,6 +96,8 @@ impl From<CareDataError> for ApiError {
             CareDataError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
             CareDataError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
             CareDataError::Internal(m) => ApiError::internal(m),
+            CareDataError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
+            CareDataError::Unavailable(m) => ApiError::new(StatusCode::NOT_IMPLEMENTED, m),
         }
     }
 }
@@ -347,6 +350,19 @@ async fn acknowledge(
     Ok(Json(alert).into_response())
 }
 
+/// The mapping debugger: any signed-in user may run payloads through templates; nothing
+/// is stored.
+async fn test_templates(
+    State(st): State<AppState>,
+    _auth: Authed,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: serde_json::Value = parse_json(&body)?;
+    let data = st.data.clone();
+    let result = blocking(move || data.test_templates(request)).await?;
+    Ok(Json(result).into_response())
+}
+
 struct EventState {
     rx: tokio::sync::broadcast::Receiver<crate::model::Update>,
     data: Arc<dyn CareData>,
@@ -532,12 +548,14 @@ pub(crate) fn router(
         .route("/alerts", get(alerts))
         .route("/alerts/{id}/ack", post(acknowledge))
         .route("/events", get(events))
+        .route("/templates/test", post(test_templates))
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_method_not_allowed)
         .layer(middleware::from_fn(csrf_guard));
     Router::new()
         .route("/", get(page))
         .route("/patients/{id}", get(page))
+        .route("/mapping", get(page))
         .route("/assets/{name}", get(asset))
         .nest("/api", api)
         .layer(middleware::from_fn(security_headers))

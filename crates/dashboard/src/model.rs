@@ -243,6 +243,12 @@ pub enum CareDataError {
     /// Anything else (HTTP 500).
     #[error("internal error: {0}")]
     Internal(String),
+    /// The request is malformed (HTTP 400).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// This data source does not offer the feature (HTTP 501).
+    #[error("not available: {0}")]
+    Unavailable(String),
 }
 
 /// The clinical data behind the dashboard. Implementations are blocking; the dashboard
@@ -282,6 +288,19 @@ pub trait CareData: Send + Sync + 'static {
             self.patient(viewer, patient_id, Some(i64::MAX)),
             Ok(Some(_))
         )
+    }
+    /// The mapping debugger: runs `request` (`{payloads: [..], deviceTemplates?,
+    /// fhirTemplates?, deviceId?}`) through the templates without storing anything and
+    /// answers the measurements, Observations and errors. Optional: data sources without
+    /// templates keep this default.
+    fn test_templates(
+        &self,
+        request: serde_json::Value,
+    ) -> Result<serde_json::Value, CareDataError> {
+        let _ = request;
+        Err(CareDataError::Unavailable(
+            "the mapping debugger is not available on this server".into(),
+        ))
     }
 }
 

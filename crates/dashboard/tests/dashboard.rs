@@ -238,6 +238,33 @@ impl CareData for Fake {
         self.team_of(patient_id)
             .is_some_and(|t| visible(viewer, &t))
     }
+
+    /// A canned mapping-debugger answer that echoes the payload's heart rate, so the
+    /// browser test sees its own input come back.
+    fn test_templates(
+        &self,
+        request: serde_json::Value,
+    ) -> Result<serde_json::Value, CareDataError> {
+        let payload = request["payloads"]
+            .get(0)
+            .ok_or_else(|| CareDataError::Invalid("\"payloads\" is empty".into()))?;
+        let hr = payload["heartrate"].to_string();
+        Ok(serde_json::json!({
+            "ok": true,
+            "results": [{
+                "payload": "payloads[0]",
+                "measurements": [{
+                    "type": "heartrate", "occurrenceTime": "2024-05-01T08:00:00Z",
+                    "deviceId": "fake-device", "patientId": "p-fake",
+                    "encounterId": null, "correlationId": null,
+                    "properties": [{"name": "hr", "value": hr}],
+                }],
+                "observations": [{"resourceType": "Observation", "status": "final"}],
+                "errors": [],
+            }],
+            "warnings": ["device typeName 'steps' has no FHIR template"],
+        }))
+    }
 }
 
 fn band_of(score: u32) -> &'static str {
@@ -1463,6 +1490,45 @@ fn passwords_are_argon2id_and_sessions_are_hashed_and_expire() {
     assert!(store.lookup_session("not-a-token").unwrap().is_none());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mapping_debugger_endpoint_needs_a_session_and_passes_the_request_through() {
+    let s = start(DashboardConfig::default()).await;
+    let body = r#"{"payloads":[{"heartrate":77}]}"#;
+    let r = http(s.addr, "POST", "/api/templates/test", &[CSRF], Some(body)).await;
+    assert_eq!(r.status, 401);
+    let cookie = session(s.addr, "nurse").await;
+    let r = http(
+        s.addr,
+        "POST",
+        "/api/templates/test",
+        &[("Cookie", &cookie)],
+        Some(body),
+    )
+    .await;
+    assert_eq!(r.status, 403, "the CSRF header is required");
+    let r = post(s.addr, "/api/templates/test", &cookie, Some(body)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(
+        v["results"][0]["measurements"][0]["properties"][0]["value"],
+        "77"
+    );
+    let r = post(
+        s.addr,
+        "/api/templates/test",
+        &cookie,
+        Some(r#"{"payloads":[]}"#),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().unwrap().contains("payloads"));
+    let r = post(s.addr, "/api/templates/test", &cookie, Some("{not json")).await;
+    assert_eq!(r.status, 400);
+    let r = get(s.addr, "/mapping", &cookie).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("Mapping debugger"));
+}
+
 // ---------------------------------------------------------------- real browser
 
 fn repo_root() -> PathBuf {
@@ -1511,6 +1577,10 @@ async fn browser_login_worklist_patient_charts_acknowledge() {
         .env("VIGIL_SCREENSHOT", &shot)
         .env("VIGIL_SCREENSHOT_WORKLIST", &worklist_shot)
         .env("VIGIL_SCREENSHOT_LOGIN", shots.join("dashboard-login.png"))
+        .env(
+            "VIGIL_SCREENSHOT_MAPPING",
+            shots.join("dashboard-mapping.png"),
+        )
         .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
         .await

@@ -25,7 +25,7 @@ use vigil_auth::{AccessContext, Authorizer, Interaction, SigningKey};
 
 /// An API error: status and message.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -51,9 +51,9 @@ impl From<DbError> for ApiError {
 }
 
 #[derive(Clone)]
-struct ApiState {
-    monitor: Arc<Monitor>,
-    key: Arc<SigningKey>,
+pub(crate) struct ApiState {
+    pub(crate) monitor: Arc<Monitor>,
+    pub(crate) key: Arc<SigningKey>,
 }
 
 /// The `/v1` router.
@@ -67,12 +67,12 @@ pub fn router(monitor: Arc<Monitor>, key: Arc<SigningKey>) -> Router {
         .with_state(ApiState { monitor, key })
 }
 
-struct Caller {
-    subject: String,
-    access: AccessContext,
+pub(crate) struct Caller {
+    pub(crate) subject: String,
+    pub(crate) access: AccessContext,
 }
 
-fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+pub(crate) fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -90,7 +90,11 @@ fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<Caller, ApiErro
     })
 }
 
-fn allow(caller: &Caller, interaction: Interaction, resource_type: &str) -> Result<(), ApiError> {
+pub(crate) fn allow(
+    caller: &Caller,
+    interaction: Interaction,
+    resource_type: &str,
+) -> Result<(), ApiError> {
     caller
         .access
         .check_type(&interaction, resource_type)
@@ -98,7 +102,10 @@ fn allow(caller: &Caller, interaction: Interaction, resource_type: &str) -> Resu
 }
 
 /// The patient a caller is restricted to, if any (patient/ scopes).
-fn patient_restriction(caller: &Caller, resource_type: &str) -> Result<Option<String>, ApiError> {
+pub(crate) fn patient_restriction(
+    caller: &Caller,
+    resource_type: &str,
+) -> Result<Option<String>, ApiError> {
     match caller.access.search_constraint(resource_type) {
         Ok(None) => Ok(None),
         Ok(Some(_)) => Ok(Some(
@@ -108,7 +115,7 @@ fn patient_restriction(caller: &Caller, resource_type: &str) -> Result<Option<St
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)

@@ -156,6 +156,14 @@ impl MonitorCareData {
 }
 
 impl CareData for MonitorCareData {
+    fn test_templates(
+        &self,
+        request: serde_json::Value,
+    ) -> Result<serde_json::Value, CareDataError> {
+        crate::templates_api::test_request(&request, &self.pipeline.templates())
+            .map_err(CareDataError::Invalid)
+    }
+
     fn worklist(&self, viewer: &Viewer) -> Result<Vec<WorklistRow>, CareDataError> {
         let patients = if viewer.role == Role::Admin {
             self.db.patients(None)?

@@ -501,21 +501,29 @@ impl MonitorDb {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Records a NEWS2 result (replacing one for the same window end).
-    pub fn put_score(&self, s: &ScoreRow) -> Result<(), DbError> {
-        self.conn().execute(
-            "INSERT OR REPLACE INTO score(patient_id, t_ms, score, band, partial, missing, risk_assessment_ref)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                s.patient_id,
-                s.t_ms,
-                s.score,
-                s.band,
-                s.partial,
-                s.missing.join(","),
-                s.risk_assessment_ref
-            ],
-        )?;
+    /// Records NEWS2 results (replacing those for the same window ends), in one
+    /// transaction.
+    pub fn put_scores(&self, scores: &[ScoreRow]) -> Result<(), DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO score(patient_id, t_ms, score, band, partial, missing, risk_assessment_ref)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for s in scores {
+                stmt.execute(params![
+                    s.patient_id,
+                    s.t_ms,
+                    s.score,
+                    s.band,
+                    s.partial,
+                    s.missing.join(","),
+                    s.risk_assessment_ref
+                ])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 

@@ -15,6 +15,7 @@ pub mod devices;
 pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
+pub mod templates_api;
 pub mod time;
 pub mod vitals;
 
@@ -264,6 +265,7 @@ impl Monitor {
         let metrics = self.metrics.clone();
         Router::new()
             .merge(ingest)
+            .merge(templates_api::router(self.clone(), key.clone()))
             .merge(api::router(self.clone(), key))
             .route(
                 "/metrics",

@@ -22,7 +22,7 @@ use std::time::Duration;
 use vigil_eventlog::{AppendRecord, EventLog, Record};
 use vigil_medtech::{DeviceTemplateSet, FhirTemplateSet, Identity, ObservationChange};
 use vigil_scoring::{News2Input, News2Result, RiskBand, SpO2Scale};
-use vigil_store::{FhirStore, ReadOutcome, StoreError};
+use vigil_store::{FhirStore, ReadOutcome, StoreError, WriteOp};
 
 /// The topic failed messages go to.
 pub const DEAD_LETTER_TOPIC: &str = "dead-letter";
@@ -216,23 +216,97 @@ impl Pipeline {
         let next = last.offset + 1;
         let templates = self.templates();
         let mut touched: BTreeMap<String, Vec<VitalPoint>> = BTreeMap::new();
+        // Fast path: prepare every record's Observations, then write them all in one
+        // transaction (one fsync per batch instead of one per reading).
+        let mut pending = Pending::default();
+        let mut prepared = Vec::with_capacity(records.len());
         for record in &records {
-            match self.process(&templates, record) {
-                Ok(points) => {
-                    for p in points {
-                        touched.entry(p.patient_id.clone()).or_default().push(p);
-                    }
-                }
+            match self.process(&templates, record, Some(&mut pending)) {
+                Ok(_) => prepared.push(record),
                 Err(Processing::Failed(failure)) => self.dead_letter(record, &failure)?,
                 Err(Processing::Infrastructure(e)) => return Err(e),
             }
         }
+        let ops: Vec<WriteOp> = pending
+            .order
+            .iter()
+            .filter_map(|id| pending.by_id.get(id).map(|p| (id, p)))
+            .map(|(id, p)| WriteOp::Update {
+                resource_type: "Observation".into(),
+                id: id.clone(),
+                resource: p.resource.clone(),
+                if_match: p.if_match,
+            })
+            .collect();
+        let written = ops.len() as u64;
+        match self.store.transaction(ops) {
+            Ok(_) => {
+                self.metrics.observations_written(written);
+                for (patient_id, p) in pending
+                    .order
+                    .iter()
+                    .filter_map(|id| pending.by_id.get(id))
+                    .map(|p| (&p.patient_id, p))
+                {
+                    let points = crate::vitals::vital_points(patient_id, &p.resource);
+                    touched
+                        .entry(patient_id.clone())
+                        .or_default()
+                        .extend(points);
+                }
+            }
+            Err(
+                StoreError::VersionConflict { .. }
+                | StoreError::Invalid(_)
+                | StoreError::Conflict(_),
+            ) => {
+                // Someone else changed one of the Observations, or one is invalid: fall
+                // back to writing record by record, which retries conflicts and
+                // dead-letters only the message that cannot be stored.
+                for record in prepared {
+                    match self.process(&templates, record, None) {
+                        Ok(points) => {
+                            for p in points {
+                                touched.entry(p.patient_id.clone()).or_default().push(p);
+                            }
+                        }
+                        Err(Processing::Failed(failure)) => self.dead_letter(record, &failure)?,
+                        Err(Processing::Infrastructure(e)) => return Err(e),
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.metrics.normalized(records.len() as u64);
-        for (patient_id, points) in &touched {
+        let mut scored = Vec::new();
+        for patient_id in touched.keys() {
             self.ensure_patient(patient_id)?;
-            self.db.put_vitals(points)?;
-            self.score(patient_id, points)?;
-            self.notify(Change::Patient(patient_id.clone()));
+        }
+        // One read-model transaction for the whole batch (one fsync).
+        let all_points: Vec<VitalPoint> = touched.values().flatten().cloned().collect();
+        self.db.put_vitals(&all_points)?;
+        for (patient_id, points) in &touched {
+            if let Some(s) = self.score(patient_id, points)? {
+                scored.push(s);
+            }
+        }
+        // All RiskAssessments of the batch in one transaction, then flags and alerts.
+        let ops: Vec<WriteOp> = scored
+            .iter()
+            .map(|s| WriteOp::Update {
+                resource_type: "RiskAssessment".into(),
+                id: s.ra_id.clone(),
+                resource: s.risk_assessment.clone(),
+                if_match: None,
+            })
+            .collect();
+        self.store.transaction(ops)?;
+        let rows: Vec<ScoreRow> = scored.iter().map(Self::score_row).collect();
+        self.db.put_scores(&rows)?;
+        for s in &scored {
+            self.metrics.risk_assessment_written();
+            self.update_flag(&s.patient_id, &s.result, &s.ra_id, s.window_end)?;
+            self.notify(Change::Patient(s.patient_id.clone()));
         }
         self.log.commit(INGEST_TOPIC, CONSUMER_GROUP, next)?;
         let now = now_millis();
@@ -271,10 +345,15 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Normalizes one record into Observations. With `pending`, the Observations are
+    /// added to the batch (merging with earlier records of the batch) instead of being
+    /// written; without, each is written at once. Returns the vital values written
+    /// (direct mode only).
     fn process(
         &self,
         templates: &Templates,
         record: &Record,
+        pending: Option<&mut Pending>,
     ) -> Result<Vec<VitalPoint>, Processing> {
         let envelope: Value = serde_json::from_slice(&record.payload).map_err(|e| {
             Failure::new(
@@ -347,6 +426,59 @@ impl Pipeline {
             .into());
         }
         let mut points = Vec::new();
+        if let Some(pending) = pending {
+            // Collected first, merged into the batch only if the whole record succeeds.
+            let mut mine: Vec<(String, PendingObservation)> = Vec::new();
+            for group in &grouping.groups {
+                let id = vigil_medtech::observation_id(group, &identity);
+                let earlier = mine
+                    .iter()
+                    .rev()
+                    .find(|(i, _)| *i == id)
+                    .map(|(_, p)| (p.resource.clone(), p.if_match))
+                    .or_else(|| {
+                        pending
+                            .by_id
+                            .get(&id)
+                            .map(|p| (p.resource.clone(), p.if_match))
+                    });
+                let (existing, if_match) = match earlier {
+                    Some((resource, if_match)) => (Some(resource), if_match),
+                    None => match self
+                        .store
+                        .read("Observation", &id)
+                        .map_err(PipelineError::from)?
+                    {
+                        ReadOutcome::Found(s) => (Some((*s.resource).clone()), Some(s.version)),
+                        _ => (None, None),
+                    },
+                };
+                let change = templates
+                    .fhir
+                    .observation_for(group, &identity, existing.as_ref())
+                    .map_err(|e| Failure::new(e.kind(), e.to_string()))?;
+                let mut resource = match change {
+                    ObservationChange::Create(v) | ObservationChange::Update(v) => v,
+                    ObservationChange::Unchanged => continue,
+                };
+                resource["id"] = Value::String(id.clone());
+                mine.push((
+                    id,
+                    PendingObservation {
+                        resource,
+                        if_match,
+                        patient_id: patient_id.clone(),
+                    },
+                ));
+            }
+            for (id, p) in mine {
+                if !pending.by_id.contains_key(&id) {
+                    pending.order.push(id.clone());
+                }
+                pending.by_id.insert(id, p);
+            }
+            return Ok(points);
+        }
         for group in &grouping.groups {
             let id = vigil_medtech::observation_id(group, &identity);
             let mut attempts = 0;
@@ -455,9 +587,14 @@ impl Pipeline {
             .remove(patient_id);
     }
 
-    fn score(&self, patient_id: &str, new_points: &[VitalPoint]) -> Result<(), PipelineError> {
+    /// Scores the patient's window ending at their newest new reading.
+    fn score(
+        &self,
+        patient_id: &str,
+        new_points: &[VitalPoint],
+    ) -> Result<Option<Scored>, PipelineError> {
         let Some(window_end) = new_points.iter().map(|p| p.t_ms).max() else {
-            return Ok(());
+            return Ok(None);
         };
         let window_ms = i64::try_from(self.config.window.as_millis()).unwrap_or(i64::MAX);
         let window_start = window_end.saturating_sub(window_ms);
@@ -497,23 +634,31 @@ impl Pipeline {
             Some(&ra_id),
             input.scale,
         );
-        self.store.update("RiskAssessment", &ra_id, ra, None)?;
-        self.metrics.risk_assessment_written();
-        let band = band_name(result.band);
-        self.db.put_score(&ScoreRow {
+        Ok(Some(Scored {
             patient_id: patient_id.to_string(),
-            t_ms: window_end,
-            score: result.total,
-            band: band.to_string(),
-            partial: result.partial,
-            missing: result
+            result,
+            ra_id,
+            risk_assessment: ra,
+            window_end,
+        }))
+    }
+
+    /// The read-model row of a score.
+    fn score_row(scored: &Scored) -> ScoreRow {
+        ScoreRow {
+            patient_id: scored.patient_id.clone(),
+            t_ms: scored.window_end,
+            score: scored.result.total,
+            band: band_name(scored.result.band).to_string(),
+            partial: scored.result.partial,
+            missing: scored
+                .result
                 .missing
                 .iter()
                 .map(|v| vital_name(*v).to_string())
                 .collect(),
-            risk_assessment_ref: format!("RiskAssessment/{ra_id}"),
-        })?;
-        self.update_flag(patient_id, &result, &ra_id, window_end)
+            risk_assessment_ref: format!("RiskAssessment/{}", scored.ra_id),
+        }
     }
 
     fn reason(result: &News2Result) -> String {
@@ -662,6 +807,29 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// Observations of the batch being prepared, by id, in first-seen order.
+#[derive(Default)]
+struct Pending {
+    by_id: HashMap<String, PendingObservation>,
+    order: Vec<String>,
+}
+
+struct PendingObservation {
+    resource: Value,
+    /// The stored version the merge was based on (None: new).
+    if_match: Option<u64>,
+    patient_id: String,
+}
+
+/// A computed NEWS2 window, written with the batch's other RiskAssessments.
+struct Scored {
+    patient_id: String,
+    result: News2Result,
+    ra_id: String,
+    risk_assessment: Value,
+    window_end: i64,
 }
 
 /// How processing one message can fail.

@@ -36,6 +36,8 @@ enum Command {
     Devices(cmd::devices::Args),
     /// Dashboard users (`vigil users add --username U --team T`).
     Users(vigil_dashboard::UsersArgs),
+    /// MedTech templates: `vigil templates test` (the mapping debugger) and `check`.
+    Templates(cmd::templates::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,5 +50,6 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Devices(args) => cmd::devices::run(args),
         Command::Users(args) => args.run(),
+        Command::Templates(args) => cmd::templates::run(args),
     }
 }

@@ -3,6 +3,8 @@
 
 #[path = "cli/spine.rs"]
 mod spine;
+#[path = "cli/templates.rs"]
+mod templates;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

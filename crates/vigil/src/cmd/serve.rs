@@ -89,7 +89,9 @@ impl Server {
                 },
             )?,
         );
-        let templates = vigil_monitor::load_templates(
+        // The newest version saved through `PUT /v1/templates` wins over the flags.
+        let (templates, template_version) = vigil_monitor::templates_api::startup_templates(
+            data_dir,
             config.device_templates.as_deref(),
             config.fhir_templates.as_deref(),
         )?;
@@ -108,6 +110,7 @@ impl Server {
         let store_dyn: Arc<dyn FhirStore> = store.clone();
         let log_dyn: Arc<dyn EventLog> = log.clone();
         let monitor = Monitor::open(data_dir, store_dyn, log_dyn, templates, options)?;
+        vigil_monitor::templates_api::enable_management(&monitor, data_dir, template_version);
         let users = Arc::new(UserStore::open(data_dir)?);
         Ok(Server {
             config: config.clone(),
