@@ -346,8 +346,8 @@ function statusBadge(status) {
 async function renderPatient() {
   const { id } = view;
   const range = RANGES.find((r) => r.key === view.range) ?? RANGES[1];
-  const now = Date.now();
-  const t0 = now - range.ms;
+  const wallNow = Date.now();
+  let t0 = wallNow - range.ms;
   let p;
   try {
     p = await api(`/api/patients/${encodeURIComponent(id)}?since=${Math.floor(t0)}`);
@@ -364,6 +364,15 @@ async function renderPatient() {
     throw e;
   }
   if (view?.kind !== "patient" || view.id !== id) return;
+  // Devices (and the demo's simulated clock) can be ahead of this browser's clock: end
+  // the time axis at the newest data when it is later than now.
+  const newest = Math.max(
+    0,
+    ...p.series.flatMap((vs) => vs.points.map((pt) => Date.parse(pt.t))),
+    ...p.scores.map((sc) => Date.parse(sc.t)),
+  );
+  const now = Math.max(wallNow, Number.isFinite(newest) ? newest : 0);
+  t0 = now - range.ms;
   const s = p.summary;
   document.title = `${s.name} · Vigil`;
 
