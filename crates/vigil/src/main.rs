@@ -36,6 +36,8 @@ enum Command {
     Devices(cmd::devices::Args),
     /// Dashboard users (`vigil users add --username U --team T`).
     Users(vigil_dashboard::UsersArgs),
+    /// Benchmarks (`vigil bench fhir`: FHIR server throughput and search latency).
+    Bench(cmd::bench::Args),
     /// MedTech templates: `vigil templates test` (the mapping debugger) and `check`.
     Templates(cmd::templates::Args),
 }
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Devices(args) => cmd::devices::run(args),
         Command::Users(args) => args.run(),
+        Command::Bench(args) => cmd::bench::run(args),
         Command::Templates(args) => cmd::templates::run(args),
     }
 }
