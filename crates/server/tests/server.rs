@@ -199,3 +199,5 @@ mod basics;
 mod bundles;
 #[path = "server/search.rs"]
 mod search;
+#[path = "server/third_party.rs"]
+mod third_party;

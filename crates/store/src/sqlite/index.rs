@@ -1,33 +1,60 @@
 //! Writing and reading the `idx_*` tables.
 
-use super::schema::INDEX_TABLES;
+use super::schema::{INDEX_TABLES, KEY_SPAN};
 use crate::api::OwnedIndexValue;
 use crate::index::*;
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::borrow::Cow;
 use vigil_fhir::search::{
     CanonicalQuantity, Comparator, DateValue, IndexValue, NumberValue, PositionValue,
     QuantityValue, ReferenceValue, StringValue, TokenValue, UriValue,
 };
 
+/// The first row key of resource `rid` (its rows are `first..first + KEY_SPAN`).
+pub(crate) fn first_key(rid: i64) -> i64 {
+    rid.saturating_mul(KEY_SPAN)
+}
+
 /// Remove all index rows of a resource.
-pub(crate) fn delete_rows(conn: &Connection, rt: &str, id: &str) -> rusqlite::Result<()> {
+pub(crate) fn delete_rows(conn: &Connection, rid: i64) -> rusqlite::Result<()> {
+    let first = first_key(rid);
     for table in INDEX_TABLES {
-        let sql = format!("DELETE FROM {table} WHERE resource_type = ?1 AND resource_id = ?2");
-        conn.prepare_cached(&sql)?.execute([rt, id])?;
+        let sql = format!("DELETE FROM {table} WHERE k >= ?1 AND k < ?2");
+        conn.prepare_cached(&sql)?
+            .execute([first, first + KEY_SPAN])?;
     }
     Ok(())
 }
 
-/// Insert the index rows of a resource.
+/// The index table of a value, as its position in [`INDEX_TABLES`].
+fn table_of(value: &IndexValue<'_>) -> usize {
+    match value {
+        IndexValue::Token(_) => 0,
+        IndexValue::String(_) => 1,
+        IndexValue::Date(_) => 2,
+        IndexValue::Number(_) => 3,
+        IndexValue::Quantity(_) => 4,
+        IndexValue::Reference(_) => 5,
+        IndexValue::Uri(_) => 6,
+        IndexValue::Composite(_) => 7,
+        IndexValue::Position(_) => 8,
+    }
+}
+
+/// Insert the index rows of a resource (fewer than [`KEY_SPAN`], which the caller
+/// checks), numbering them per table from the resource's first key.
 pub(crate) fn insert_rows(
     conn: &Connection,
     rt: &str,
-    id: &str,
+    rid: i64,
     rows: &[(&str, IndexValue<'_>)],
+    extra: &[(&str, IndexValue<'_>)],
 ) -> rusqlite::Result<()> {
-    for (param, value) in rows {
-        insert_row(conn, rt, id, param, value)?;
+    let mut next = [first_key(rid); INDEX_TABLES.len()];
+    for (param, value) in rows.iter().chain(extra) {
+        let slot = &mut next[table_of(value)];
+        insert_row(conn, rt, *slot, param, value)?;
+        *slot += 1;
     }
     Ok(())
 }
@@ -35,19 +62,19 @@ pub(crate) fn insert_rows(
 fn insert_row(
     conn: &Connection,
     rt: &str,
-    id: &str,
+    k: i64,
     param: &str,
     value: &IndexValue<'_>,
 ) -> rusqlite::Result<()> {
     match value {
         IndexValue::Token(t) => {
             conn.prepare_cached(
-                "INSERT INTO idx_token (resource_type, resource_id, param, system, code, text, \
+                "INSERT INTO idx_token (k, resource_type, param, system, code, text, \
                  identifier_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
+                k,
                 rt,
-                id,
                 param,
                 t.system.as_deref(),
                 t.code.as_deref(),
@@ -57,12 +84,12 @@ fn insert_row(
         }
         IndexValue::String(s) => {
             conn.prepare_cached(
-                "INSERT INTO idx_string (resource_type, resource_id, param, normalized, exact) \
+                "INSERT INTO idx_string (k, resource_type, param, normalized, exact) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![
+                k,
                 rt,
-                id,
                 param,
                 s.normalized.as_ref(),
                 s.exact.as_ref()
@@ -70,12 +97,12 @@ fn insert_row(
         }
         IndexValue::Date(d) => {
             conn.prepare_cached(
-                "INSERT INTO idx_date (resource_type, resource_id, param, low, high, precision) \
+                "INSERT INTO idx_date (k, resource_type, param, low, high, precision) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
+                k,
                 rt,
-                id,
                 param,
                 d.low,
                 d.high,
@@ -84,12 +111,12 @@ fn insert_row(
         }
         IndexValue::Number(n) => {
             conn.prepare_cached(
-                "INSERT INTO idx_number (resource_type, resource_id, param, value, low, high, \
+                "INSERT INTO idx_number (k, resource_type, param, value, low, high, \
                  value_text, low_text, high_text) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
+                k,
                 rt,
-                id,
                 param,
                 dec_f64(n.value),
                 dec_f64(n.low),
@@ -102,15 +129,15 @@ fn insert_row(
         IndexValue::Quantity(q) => {
             let c = q.canonical.as_ref();
             conn.prepare_cached(
-                "INSERT INTO idx_quantity (resource_type, resource_id, param, value, low, high, \
+                "INSERT INTO idx_quantity (k, resource_type, param, value, low, high, \
                  value_text, low_text, high_text, comparator, system, code, unit, \
                  canonical_value, canonical_low, canonical_high, canonical_value_text, \
                  canonical_low_text, canonical_high_text, canonical_unit) VALUES (?1, ?2, ?3, \
                  ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
             )?
             .execute(params![
+                k,
                 rt,
-                id,
                 param,
                 dec_f64(q.value),
                 dec_f64(q.low),
@@ -134,14 +161,14 @@ fn insert_row(
         IndexValue::Reference(r) => {
             let i = r.identifier.as_ref();
             conn.prepare_cached(
-                "INSERT INTO idx_reference (resource_type, resource_id, param, kind, reference, \
+                "INSERT INTO idx_reference (k, resource_type, param, kind, reference, \
                  target_type, target_id, target_version, base_url, url, display, \
                  identifier_system, identifier_value, identifier_text, identifier_type) VALUES \
                  (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?
             .execute(params![
+                k,
                 rt,
-                id,
                 param,
                 kind_code(r.kind),
                 r.reference.as_deref(),
@@ -159,26 +186,26 @@ fn insert_row(
         }
         IndexValue::Uri(u) => {
             conn.prepare_cached(
-                "INSERT INTO idx_uri (resource_type, resource_id, param, uri, version) \
+                "INSERT INTO idx_uri (k, resource_type, param, uri, version) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![rt, id, param, u.uri.as_ref(), u.version.as_deref()])?;
+            .execute(params![k, rt, param, u.uri.as_ref(), u.version.as_deref()])?;
         }
         IndexValue::Composite(_) => {
             conn.prepare_cached(
-                "INSERT INTO idx_composite (resource_type, resource_id, param, value) \
+                "INSERT INTO idx_composite (k, resource_type, param, value) \
                  VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![rt, id, param, value_json(value).to_string()])?;
+            .execute(params![k, rt, param, value_json(value).to_string()])?;
         }
         IndexValue::Position(p) => {
             conn.prepare_cached(
-                "INSERT INTO idx_position (resource_type, resource_id, param, latitude, \
+                "INSERT INTO idx_position (k, resource_type, param, latitude, \
                  longitude, latitude_text, longitude_text) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
+                k,
                 rt,
-                id,
                 param,
                 dec_f64(Some(p.latitude)),
                 dec_f64(Some(p.longitude)),
@@ -206,14 +233,22 @@ pub(crate) fn read_rows(
     id: &str,
 ) -> rusqlite::Result<Vec<(String, OwnedIndexValue)>> {
     let mut out = Vec::new();
-    let key = "WHERE resource_type = ?1 AND resource_id = ?2";
+    let rid: Option<i64> = conn
+        .prepare_cached("SELECT rid FROM resource WHERE resource_type = ?1 AND id = ?2")?
+        .query_row([rt, id], |r| r.get(0))
+        .optional()?;
+    let Some(rid) = rid else {
+        return Ok(out);
+    };
+    let (first, end) = (first_key(rid), first_key(rid) + KEY_SPAN);
+    let key = "WHERE k >= ?1 AND k < ?2 ORDER BY k";
     let mut q = |cols: &str,
                  table: &str,
                  f: &dyn Fn(&Row<'_>) -> rusqlite::Result<Option<OwnedIndexValue>>|
      -> rusqlite::Result<()> {
         let sql = format!("SELECT param, {cols} FROM {table} {key}");
         let mut stmt = conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query([rt, id])?;
+        let mut rows = stmt.query([first, end])?;
         while let Some(row) = rows.next()? {
             if let Some(v) = f(row)? {
                 out.push((row.get::<_, String>(0)?, v));

@@ -1,28 +1,33 @@
 //! The embedded backend: one SQLite database file in WAL mode.
 //!
 //! Writes go through a single writer thread that group-commits: requests queue on a
-//! channel, the writer takes everything queued (up to a limit), applies each request
-//! inside its own SAVEPOINT of one SQLite transaction, commits once (one fsync for the
-//! whole group, `synchronous=FULL`) and only then answers each request. A request that
-//! fails is rolled back to its savepoint and answered with its error without affecting
-//! its batch-mates, so every request stays atomic on its own while the fsync cost is
-//! shared. Reads use a pool of separate read-only connections, which WAL lets run
-//! concurrently with the writer.
+//! channel, the writer takes everything queued (up to a limit), applies the requests in
+//! one SQLite transaction and commits once; the sync thread (`sync`) then fsyncs the
+//! WAL, for all groups committed meanwhile, and only then answers each request, while
+//! the writer goes on with the next group. Every request stays atomic on its own: the
+//! group is first applied without savepoints (they make SQLite copy each touched page
+//! into a sub-journal), and if a request fails, rolled back and applied again with a
+//! SAVEPOINT per request, so the failing one is answered with its error without
+//! affecting its batch-mates. Reads use a pool of separate read-only connections, which
+//! WAL lets run concurrently with the writer.
 
 mod index;
 mod schema;
 mod search;
+mod sync;
 
 use crate::api::*;
 use crate::time::{format_rfc3339, now_millis};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use vigil_fhir::search::{DateValue, IndexValue, StringValue};
 
 /// Most operations the writer puts into one group commit; bounds the latency a large
 /// queue adds to the first request of a group.
@@ -34,6 +39,9 @@ const BUSY_TIMEOUT_MS: u64 = 5_000;
 /// The longest the writer waits to gather a group (see `Writer::run`); small next to
 /// the commit's fsync.
 const GATHER_WAIT: Duration = Duration::from_micros(500);
+/// Bytes of the database file read through a memory map (SQLite caps it at its
+/// compile-time maximum, 2 GiB by default).
+const MMAP_SIZE: i64 = 1 << 32;
 /// Queued write requests before senders block (backpressure).
 const QUEUE_CAPACITY: usize = 8_192;
 
@@ -42,7 +50,86 @@ type Reply = mpsc::SyncSender<Result<Vec<WriteOutcome>>>;
 /// One queued write request: its operations are applied atomically.
 struct Job {
     ops: Vec<WriteOp>,
+    /// The index rows of each op's resource, extracted by the requesting thread.
+    rows: Vec<Option<Prepared>>,
     reply: Reply,
+}
+
+/// Index rows of a resource to write, extracted before it reaches the writer thread (so
+/// extraction runs on the requesting threads, in parallel). They are extracted from the
+/// resource with its final id but placeholder `meta.versionId` and `meta.lastUpdated`:
+/// the writer adds the two rows that depend on them (`_lastUpdated`, `_content`) once it
+/// knows the version.
+struct Prepared {
+    rows: Vec<(&'static str, OwnedIndexValue)>,
+    /// Whether extraction gave a `_lastUpdated` row (it gives none for unknown types).
+    last_updated: bool,
+    /// Whether extraction gave a `_content` row.
+    content: bool,
+}
+
+const LAST_UPDATED: &str = "_lastUpdated";
+const CONTENT: &str = "_content";
+
+impl Prepared {
+    fn extract(resource: &Value, id: &str) -> Prepared {
+        let with_id = with_meta(resource, id, 1, "1970-01-01T00:00:00Z");
+        let (mut last_updated, mut content) = (false, false);
+        let rows = crate::index::extract_rows(&with_id)
+            .into_iter()
+            .filter(|(p, _)| {
+                last_updated |= *p == LAST_UPDATED;
+                content |= *p == CONTENT;
+                *p != LAST_UPDATED && *p != CONTENT
+            })
+            .map(|(p, v)| (p, v.into_owned()))
+            .collect();
+        Prepared {
+            rows,
+            last_updated,
+            content,
+        }
+    }
+
+    /// The rows that depend on the stored version: as extraction gives them for the
+    /// final resource `r` (`text` is its `meta.lastUpdated`).
+    fn version_rows(&self, r: &Value, text: &str) -> Vec<(&'static str, OwnedIndexValue)> {
+        let mut out = Vec::with_capacity(2);
+        if self.content {
+            let exact = vigil_fhir::search::content_text(r);
+            if !exact.is_empty() {
+                let normalized = vigil_fhir::search::normalize(&exact);
+                out.push((
+                    CONTENT,
+                    IndexValue::String(StringValue {
+                        normalized: Cow::Owned(normalized),
+                        exact: Cow::Owned(exact),
+                    }),
+                ));
+            }
+        }
+        if self.last_updated {
+            if let Some(d) = DateValue::from_fhir(text) {
+                out.push((LAST_UPDATED, IndexValue::Date(d)));
+            }
+        }
+        out
+    }
+}
+
+/// Give creates their ids and extract the index rows of every resource (on the calling
+/// thread).
+fn prepare(ops: &mut [WriteOp]) -> Vec<Option<Prepared>> {
+    ops.iter_mut()
+        .map(|op| match op {
+            WriteOp::Create { resource, id } => {
+                let id = id.get_or_insert_with(crate::new_id);
+                Some(Prepared::extract(resource, id))
+            }
+            WriteOp::Update { resource, id, .. } => Some(Prepared::extract(resource, id)),
+            WriteOp::Delete { .. } => None,
+        })
+        .collect()
 }
 
 /// Where readers get a connection.
@@ -84,7 +171,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
-    conn.set_prepared_statement_cache_capacity(64);
+    conn.set_prepared_statement_cache_capacity(128);
+    // Savepoint sub-journals and sorter spills in memory, not in temporary files; reads
+    // of the database file through a shared memory map instead of a copy per connection.
+    conn.execute_batch(&format!(
+        "PRAGMA temp_store=MEMORY; PRAGMA mmap_size={MMAP_SIZE};"
+    ))?;
     Ok(())
 }
 
@@ -94,8 +186,9 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore> {
         let mut conn = Connection::open(path).map_err(storage)?;
         configure(&conn).map_err(storage)?;
-        // WAL: readers do not block the writer nor it them. synchronous=FULL: the WAL
-        // is fsynced at every commit, so an acknowledged write survives a crash.
+        // WAL: readers do not block the writer nor it them. synchronous=NORMAL: the
+        // commit itself does not fsync; the sync thread fsyncs the WAL before any write
+        // is acknowledged (see `sync`), so an acknowledged write survives a crash.
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(storage)?;
@@ -104,10 +197,15 @@ impl SqliteStore {
                 "cannot enable WAL journal mode (got {mode})"
             )));
         }
-        // An 8 MB page cache: larger caches make every commit slower (SQLite walks the
-        // whole cache at the end of each write transaction).
-        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA cache_size=-8192;")
-            .map_err(storage)?;
+        // A 64 MB page cache for the writer: a transaction of 1,000 resources dirties more
+        // pages than a small cache holds, which then spill into the WAL mid-transaction.
+        // The sync thread checkpoints; SQLite's automatic checkpoint in the commit path
+        // only takes over if the WAL grows past ~200 MB.
+        conn.execute_batch(
+            "PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536; \
+             PRAGMA wal_autocheckpoint=50000;",
+        )
+        .map_err(storage)?;
         schema::migrate(&mut conn)
             .map_err(storage)?
             .map_err(StoreError::Storage)?;
@@ -115,7 +213,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             idle: Mutex::new(Vec::new()),
         };
-        Self::start(Arc::new(Mutex::new(conn)), readers)
+        Self::start(Arc::new(Mutex::new(conn)), readers, Some(path))
     }
 
     /// A store in memory, for tests: nothing survives it.
@@ -126,19 +224,41 @@ impl SqliteStore {
             .map_err(storage)?
             .map_err(StoreError::Storage)?;
         let conn = Arc::new(Mutex::new(conn));
-        Self::start(conn.clone(), Readers::Shared(conn))
+        Self::start(conn.clone(), Readers::Shared(conn), None)
     }
 
-    fn start(conn: Arc<Mutex<Connection>>, readers: Readers) -> Result<SqliteStore> {
+    fn start(
+        conn: Arc<Mutex<Connection>>,
+        readers: Readers,
+        path: Option<&Path>,
+    ) -> Result<SqliteStore> {
         let last: Option<i64> = lock(&conn)
             .query_row("SELECT MAX(last_updated) FROM resource_version", [], |r| {
                 r.get(0)
             })
             .map_err(storage)?;
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE_CAPACITY);
+        let poison = Arc::new(sync::Poison::default());
+        let (durability, syncer) = match path {
+            Some(path) => {
+                let (stx, srx) = mpsc::channel::<sync::Answers>();
+                let mut syncer = sync::Syncer::new(path, poison.clone());
+                let handle = std::thread::Builder::new()
+                    .name("vigil-store-sync".into())
+                    .spawn(move || syncer.run(&srx))
+                    .map_err(|e| {
+                        StoreError::Storage(format!("cannot start the sync thread: {e}"))
+                    })?;
+                (sync::Durability::Syncer(stx), Some(handle))
+            }
+            None => (sync::Durability::Immediate, None),
+        };
         let mut writer = Writer {
             conn,
             last_ms: last.unwrap_or(0),
+            durability: Some(durability),
+            syncer,
+            poison,
         };
         let handle = std::thread::Builder::new()
             .name("vigil-store-writer".into())
@@ -166,14 +286,15 @@ impl SqliteStore {
         }
     }
 
-    fn submit(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> {
+    fn submit(&self, mut ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> {
         let queue = self
             .queue
             .as_ref()
             .ok_or_else(|| StoreError::Busy("store is closed".into()))?;
+        let rows = prepare(&mut ops);
         let (reply, answer) = mpsc::sync_channel(1);
         queue
-            .send(Job { ops, reply })
+            .send(Job { ops, rows, reply })
             .map_err(|_| StoreError::Storage("writer thread stopped".into()))?;
         answer
             .recv()
@@ -465,6 +586,12 @@ impl FhirStore for SqliteStore {
 /// The writer thread's state.
 struct Writer {
     conn: Arc<Mutex<Connection>>,
+    /// Where committed groups are answered (None once the writer stops).
+    durability: Option<sync::Durability>,
+    /// The sync thread, joined when the writer stops.
+    syncer: Option<JoinHandle<()>>,
+    /// Set when an fsync failed: writes are refused from then on.
+    poison: Arc<sync::Poison>,
     /// The last `lastUpdated` given out: timestamps never go backwards, even if the
     /// clock does, so `_since` and version order agree.
     last_ms: i64,
@@ -501,23 +628,70 @@ impl Writer {
             expected = batch.len();
             self.commit_batch(batch);
         }
+        // Let the sync thread answer what it holds, then wait for it.
+        self.durability = None;
+        if let Some(h) = self.syncer.take() {
+            let _ = h.join();
+        }
     }
 
     fn commit_batch(&mut self, batch: Vec<Job>) {
         let conn = Arc::clone(&self.conn);
         let conn = lock(&conn);
         let now = now_millis().max(self.last_ms);
-        let mut results: Vec<(Reply, Result<Vec<WriteOutcome>>)> = Vec::with_capacity(batch.len());
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let err = storage(e);
+        if let Err(e) = self.poison.check() {
             for job in batch {
-                let _ = job.reply.send(Err(err.clone()));
+                let _ = job.reply.send(Err(e.clone()));
             }
             return;
         }
-        for job in batch {
-            let result = self.apply_job(&conn, job.ops, now);
-            results.push((job.reply, result));
+        let mut results: sync::Answers = Vec::with_capacity(batch.len());
+        // First without savepoints: a savepoint makes SQLite copy every page a request
+        // touches into its sub-journal, and pages at the end of the indexes are touched
+        // by every request of a group. Requests rarely fail; when one does, the group is
+        // rolled back and applied again with a savepoint per request.
+        let mut pending = Some(batch);
+        let mut isolated = false;
+        while let Some(batch) = pending.take() {
+            if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+                let err = storage(e);
+                for job in batch {
+                    let _ = job.reply.send(Err(err.clone()));
+                }
+                return;
+            }
+            if isolated {
+                for job in batch {
+                    let result = self.apply_job(&conn, &job.ops, &job.rows, now);
+                    results.push((job.reply, result));
+                }
+                break;
+            }
+            let mut outcomes = Vec::with_capacity(batch.len());
+            let mut failed = false;
+            for job in &batch {
+                match check_distinct(&job.ops)
+                    .and_then(|()| apply_ops(&conn, &job.ops, &job.rows, now))
+                {
+                    Ok(o) => outcomes.push(o),
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if failed {
+                let _ = conn.execute_batch("ROLLBACK");
+                isolated = true;
+                pending = Some(batch);
+                continue;
+            }
+            results.extend(
+                batch
+                    .into_iter()
+                    .map(|j| j.reply)
+                    .zip(outcomes.into_iter().map(Ok)),
+            );
         }
         let committed = conn.execute_batch("COMMIT").map_err(storage);
         if let Err(e) = &committed {
@@ -533,9 +707,15 @@ impl Writer {
             self.last_ms = now;
         }
         drop(conn);
-        for (reply, result) in results {
-            // The requester may have given up (its thread ended); nothing to do then.
-            let _ = reply.send(result);
+        match (&self.durability, committed) {
+            // Committed: answered once the WAL is fsynced (see `sync`).
+            (Some(d), Ok(())) => d.answer(results),
+            _ => {
+                for (reply, result) in results {
+                    // The requester may have given up (its thread ended); nothing to do.
+                    let _ = reply.send(result);
+                }
+            }
         }
     }
 
@@ -543,30 +723,37 @@ impl Writer {
     fn apply_job(
         &self,
         conn: &Connection,
-        ops: Vec<WriteOp>,
+        ops: &[WriteOp],
+        rows: &[Option<Prepared>],
         now: i64,
     ) -> Result<Vec<WriteOutcome>> {
-        check_distinct(&ops)?;
+        check_distinct(ops)?;
         conn.execute_batch("SAVEPOINT job").map_err(storage)?;
-        let mut out = Vec::with_capacity(ops.len());
-        let mut failed = None;
-        for op in ops {
-            match apply_op(conn, op, now) {
-                Ok(o) => out.push(o),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
+        match apply_ops(conn, ops, rows, now) {
+            Ok(out) => {
+                conn.execute_batch("RELEASE job").map_err(storage)?;
+                Ok(out)
+            }
+            Err(e) => {
+                conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                    .map_err(storage)?;
+                Err(e)
             }
         }
-        if let Some(e) = failed {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")
-                .map_err(storage)?;
-            return Err(e);
-        }
-        conn.execute_batch("RELEASE job").map_err(storage)?;
-        Ok(out)
     }
+}
+
+/// Apply operations in turn, stopping at the first error (the caller undoes them).
+fn apply_ops(
+    conn: &Connection,
+    ops: &[WriteOp],
+    rows: &[Option<Prepared>],
+    now: i64,
+) -> Result<Vec<WriteOutcome>> {
+    ops.iter()
+        .enumerate()
+        .map(|(i, op)| apply_op(conn, op, rows.get(i).and_then(Option::as_ref), now))
+        .collect()
 }
 
 /// A transaction may name each resource once (FHIR: the outcome would depend on the
@@ -613,37 +800,52 @@ fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
-/// The current version and deleted flag of a resource.
-fn current(conn: &Connection, rt: &str, id: &str) -> Result<Option<(u64, bool)>> {
+/// A resource's row in `resource`: its key, current version and deleted flag.
+#[derive(Clone, Copy)]
+struct Current {
+    rid: i64,
+    version: u64,
+    deleted: bool,
+}
+
+/// The current version of a resource.
+fn current(conn: &Connection, rt: &str, id: &str) -> Result<Option<Current>> {
     conn.prepare_cached(
-        "SELECT version, deleted FROM resource WHERE resource_type = ?1 AND id = ?2",
+        "SELECT rid, version, deleted FROM resource WHERE resource_type = ?1 AND id = ?2",
     )
     .and_then(|mut s| {
         s.query_row([rt, id], |r| {
-            Ok((
-                u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                r.get::<_, i64>(1)? != 0,
-            ))
+            Ok(Current {
+                rid: r.get(0)?,
+                version: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                deleted: r.get::<_, i64>(2)? != 0,
+            })
         })
         .optional()
     })
     .map_err(storage)
 }
 
-fn apply_op(conn: &Connection, op: WriteOp, now: i64) -> Result<WriteOutcome> {
+fn apply_op(
+    conn: &Connection,
+    op: &WriteOp,
+    rows: Option<&Prepared>,
+    now: i64,
+) -> Result<WriteOutcome> {
     match op {
         WriteOp::Create { resource, id } => {
-            let rt = resource_type_of(&resource)
+            let rt = resource_type_of(resource)
                 .ok_or_else(|| StoreError::Invalid("resource has no resourceType".into()))?
                 .to_string();
-            let id = id.unwrap_or_else(crate::new_id);
+            let id = id.clone().unwrap_or_else(crate::new_id);
             if !valid_id(&id) {
                 return Err(StoreError::Invalid(format!("invalid id {id:?}")));
             }
             if current(conn, &rt, &id)?.is_some() {
                 return Err(StoreError::Conflict(format!("{rt}/{id} already exists")));
             }
-            write_version(conn, &rt, &id, 1, now, Some(resource), None).map(WriteOutcome::Created)
+            write_version(conn, &rt, &id, now, Some((resource, rows)), None)
+                .map(WriteOutcome::Created)
         }
         WriteOp::Update {
             resource_type: rt,
@@ -651,7 +853,7 @@ fn apply_op(conn: &Connection, op: WriteOp, now: i64) -> Result<WriteOutcome> {
             resource,
             if_match,
         } => {
-            match resource_type_of(&resource) {
+            match resource_type_of(resource) {
                 Some(t) if t == rt => {}
                 Some(t) => {
                     return Err(StoreError::Invalid(format!(
@@ -667,18 +869,17 @@ fn apply_op(conn: &Connection, op: WriteOp, now: i64) -> Result<WriteOutcome> {
                     )));
                 }
             }
-            if !valid_id(&id) {
+            if !valid_id(id) {
                 return Err(StoreError::Invalid(format!("invalid id {id:?}")));
             }
-            let cur = current(conn, &rt, &id)?;
-            check_if_match(if_match, cur)?;
+            let cur = current(conn, rt, id)?;
+            check_if_match(*if_match, cur)?;
             match cur {
-                None => write_version(conn, &rt, &id, 1, now, Some(resource), None)
+                None => write_version(conn, rt, id, now, Some((resource, rows)), None)
                     .map(WriteOutcome::Created),
-                Some((v, deleted)) => {
-                    let s =
-                        write_version(conn, &rt, &id, v + 1, now, Some(resource), Some(deleted))?;
-                    Ok(if deleted {
+                Some(c) => {
+                    let s = write_version(conn, rt, id, now, Some((resource, rows)), Some(c))?;
+                    Ok(if c.deleted {
                         WriteOutcome::Created(s)
                     } else {
                         WriteOutcome::Updated(s)
@@ -691,10 +892,10 @@ fn apply_op(conn: &Connection, op: WriteOp, now: i64) -> Result<WriteOutcome> {
             id,
             if_match,
         } => {
-            let cur = current(conn, &rt, &id)?;
-            check_if_match(if_match, cur)?;
+            let cur = current(conn, rt, id)?;
+            check_if_match(*if_match, cur)?;
             match cur {
-                Some((v, false)) => write_version(conn, &rt, &id, v + 1, now, None, Some(false))
+                Some(c) if !c.deleted => write_version(conn, rt, id, now, None, Some(c))
                     .map(|s| WriteOutcome::Deleted(Some(s))),
                 _ => Ok(WriteOutcome::Deleted(None)),
             }
@@ -702,9 +903,9 @@ fn apply_op(conn: &Connection, op: WriteOp, now: i64) -> Result<WriteOutcome> {
     }
 }
 
-fn check_if_match(if_match: Option<u64>, cur: Option<(u64, bool)>) -> Result<()> {
-    match (if_match, cur) {
-        (Some(expected), Some((actual, _))) if expected != actual => {
+fn check_if_match(if_match: Option<u64>, cur: Option<Current>) -> Result<()> {
+    match (if_match, cur.map(|c| c.version)) {
+        (Some(expected), Some(actual)) if expected != actual => {
             Err(StoreError::VersionConflict { expected, actual })
         }
         (Some(expected), None) => Err(StoreError::VersionConflict {
@@ -717,9 +918,9 @@ fn check_if_match(if_match: Option<u64>, cur: Option<(u64, bool)>) -> Result<()>
 
 /// `resourceType`, `id`, `meta` (with versionId and lastUpdated set, other meta kept),
 /// then the rest in its order.
-fn with_meta(resource: Value, id: &str, version: u64, last_updated: &str) -> Value {
+fn with_meta(resource: &Value, id: &str, version: u64, last_updated: &str) -> Value {
     let Value::Object(obj) = resource else {
-        return resource;
+        return resource.clone();
     };
     let mut out = Map::with_capacity(obj.len() + 2);
     let mut meta = Map::new();
@@ -727,15 +928,15 @@ fn with_meta(resource: Value, id: &str, version: u64, last_updated: &str) -> Val
     for (k, v) in obj {
         match k.as_str() {
             "resourceType" => {
-                out.insert(k, v);
+                out.insert(k.clone(), v.clone());
             }
             "id" => {}
             "meta" => {
                 if let Value::Object(m) = v {
-                    meta = m;
+                    meta = m.clone();
                 }
             }
-            _ => rest.push((k, v)),
+            _ => rest.push((k.clone(), v.clone())),
         }
     }
     out.insert("id".into(), Value::String(id.to_string()));
@@ -750,26 +951,39 @@ fn with_meta(resource: Value, id: &str, version: u64, last_updated: &str) -> Val
 }
 
 /// Write a new version (a tombstone when `resource` is None) and make it current.
-/// `previous_deleted`: None if the resource did not exist, else whether its current
-/// version is a delete (only live versions have index rows to remove).
+/// `previous`: the resource's current row, None if it did not exist (only live versions
+/// have index rows to remove).
 fn write_version(
     conn: &Connection,
     rt: &str,
     id: &str,
-    version: u64,
     now: i64,
-    resource: Option<Value>,
-    previous_deleted: Option<bool>,
+    resource: Option<(&Value, Option<&Prepared>)>,
+    previous: Option<Current>,
 ) -> Result<Stored> {
+    let version = previous.map_or(1, |p| p.version + 1);
     let text = format_rfc3339(now);
     let version_i = i64::try_from(version)
         .map_err(|_| StoreError::Storage("version number overflow".into()))?;
     let deleted = resource.is_none();
-    let resource = resource.map(|r| with_meta(r, id, version, &text));
+    let prepared = resource.and_then(|(_, p)| p);
+    let resource = resource.map(|(r, _)| with_meta(r, id, version, &text));
     let body = match &resource {
         Some(r) => Some(serde_json::to_string(r).map_err(|e| StoreError::Invalid(e.to_string()))?),
         None => None,
     };
+    // Rows extracted by the requester (plus the version-dependent ones), or here.
+    let (rows, extra) = match (prepared, &resource) {
+        (Some(p), Some(r)) => (Cow::Borrowed(p.rows.as_slice()), p.version_rows(r, &text)),
+        (None, Some(r)) => (Cow::Owned(crate::index::extract_rows(r)), Vec::new()),
+        (_, None) => (Cow::Owned(Vec::new()), Vec::new()),
+    };
+    let count = rows.len() + extra.len();
+    if i64::try_from(count).map_or(true, |n| n > schema::KEY_SPAN) {
+        return Err(StoreError::Invalid(format!(
+            "{rt}/{id} has {count} search index values, more than the store keeps per resource"
+        )));
+    }
     let sql = || -> rusqlite::Result<()> {
         conn.prepare_cached(
             "INSERT INTO resource_version (resource_type, id, version, last_updated, deleted, body) \
@@ -777,22 +991,32 @@ fn write_version(
         )?
         .execute(params![rt, id, version_i, now, i64::from(deleted), body])?;
         let seq = conn.last_insert_rowid();
-        conn.prepare_cached(
-            "INSERT INTO resource (resource_type, id, version, last_updated, deleted, seq) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (resource_type, id) DO UPDATE SET \
-             version = excluded.version, last_updated = excluded.last_updated, \
-             deleted = excluded.deleted, seq = excluded.seq",
-        )?
-        .execute(params![rt, id, version_i, now, i64::from(deleted), seq])?;
-        if previous_deleted == Some(false) {
-            index::delete_rows(conn, rt, id)?;
-        }
-        if let Some(r) = &resource {
-            index::insert_rows(conn, rt, id, &crate::index::extract_rows(r))?;
-        }
-        Ok(())
+        let rid =
+            match previous {
+                Some(p) => {
+                    conn.prepare_cached(
+                    "UPDATE resource SET version = ?2, last_updated = ?3, deleted = ?4, seq = ?5 \
+                     WHERE rid = ?1",
+                )?
+                .execute(params![p.rid, version_i, now, i64::from(deleted), seq])?;
+                    if !p.deleted {
+                        index::delete_rows(conn, p.rid)?;
+                    }
+                    p.rid
+                }
+                None => {
+                    conn.prepare_cached(
+                    "INSERT INTO resource (resource_type, id, version, last_updated, deleted, seq) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![rt, id, version_i, now, i64::from(deleted), seq])?;
+                    conn.last_insert_rowid()
+                }
+            };
+        index::insert_rows(conn, rt, rid, &rows, &extra)
     };
     sql().map_err(storage)?;
+    drop(rows);
     Ok(Stored {
         resource_type: rt.to_string(),
         id: id.to_string(),

@@ -9,11 +9,13 @@
 //!   a NULL body). `seq` is the global write order: history is listed by it and its
 //!   cursors are `seq` positions, so pages stay stable while writes go on.
 //! - `resource`: one row per logical resource with its current version (`seq` points
-//!   at its `resource_version` row); what reads and searches join against.
+//!   at its `resource_version` row) and an integer key `rid`; what reads and searches
+//!   join against.
 //! - `idx_*`: search index rows of the *current* version of live resources, one table
-//!   per value kind, each keyed by (`resource_type`, `resource_id`, `param`) with
-//!   that key indexed for replacement and `_sort` joins, plus a lookup index leading
-//!   with (`resource_type`, `param`, value columns) for searches. Decimals are stored as
+//!   per value kind. Row keys are `k = rid * 2^20 + n` ([`KEY_SPAN`]), so the rows of
+//!   one resource are a rowid range (replacement, `_sort` and clause probes need no
+//!   further index), plus a lookup index leading with (`resource_type`, `param`, value
+//!   columns) for searches. Decimals are stored as
 //!   REAL for range comparison and as exact text (`*_text`) for `ap`/precision rules
 //!   and exact read-back; dates as inclusive UTC-millisecond ranges (NULL = unbounded).
 //!   Composite tuples are JSON (see [`crate::index::value_json`]): their component
@@ -120,7 +122,152 @@ CREATE TABLE idx_position (
 CREATE INDEX idx_position_key ON idx_position (resource_type, resource_id, param);
 CREATE INDEX idx_position_value ON idx_position (resource_type, param, latitude, longitude);
 "#,
+    // 2: integer keys. `resource` gets `rid`, and the rows of each index table are keyed
+    // by `k = rid * 2^20 + n` (n numbers a resource's rows in that table), so a
+    // resource's rows are one rowid range: no (type, id, param) key indexes to maintain,
+    // and new resources append at the end of every table.
+    r#"
+CREATE TABLE resource_v2 (
+    rid INTEGER PRIMARY KEY,
+    resource_type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    UNIQUE (resource_type, id)
+);
+INSERT INTO resource_v2 (resource_type, id, version, last_updated, deleted, seq)
+    SELECT resource_type, id, version, last_updated, deleted, seq FROM resource ORDER BY seq;
+DROP TABLE resource;
+ALTER TABLE resource_v2 RENAME TO resource;
+CREATE INDEX resource_updated ON resource (resource_type, last_updated);
+
+CREATE TABLE idx_token_v2 (
+    k INTEGER PRIMARY KEY, resource_type TEXT NOT NULL, param TEXT NOT NULL,
+    system TEXT, code TEXT, text TEXT, identifier_type TEXT
+);
+INSERT INTO idx_token_v2 (k, resource_type, param, system, code, text, identifier_type)
+    SELECT r.rid * 1048576 + ROW_NUMBER() OVER (PARTITION BY r.rid ORDER BY x.rowid) - 1,
+    x.resource_type, x.param, x.system, x.code, x.text, x.identifier_type
+    FROM idx_token x JOIN resource r ON r.resource_type = x.resource_type AND r.id = x.resource_id;
+DROP TABLE idx_token;
+ALTER TABLE idx_token_v2 RENAME TO idx_token;
+CREATE INDEX idx_token_code ON idx_token (resource_type, param, code, system);
+
+CREATE TABLE idx_string_v2 (
+    k INTEGER PRIMARY KEY, resource_type TEXT NOT NULL, param TEXT NOT NULL,
+    normalized TEXT NOT NULL, exact TEXT NOT NULL
+);
+INSERT INTO idx_string_v2 (k, resource_type, param, normalized, exact)
+    SELECT r.rid * 1048576 + ROW_NUMBER() OVER (PARTITION BY r.rid ORDER BY x.rowid) - 1,
+    x.resource_type, x.param, x.normalized, x.exact
+    FROM idx_string x JOIN resource r ON r.resource_type = x.resource_type AND r.id = x.resource_id;
+DROP TABLE idx_string;
+ALTER TABLE idx_string_v2 RENAME TO idx_string;
+CREATE INDEX idx_string_value ON idx_string (resource_type, param, normalized);
+
+CREATE TABLE idx_date_v2 (
+    k INTEGER PRIMARY KEY, resource_type TEXT NOT NULL, param TEXT NOT NULL,
+    low INTEGER, high INTEGER, precision INTEGER
+);
+INSERT INTO idx_date_v2 (k, resource_type, param, low, high, precision)
+    SELECT r.rid * 1048576 + ROW_NUMBER() OVER (PARTITION BY r.rid ORDER BY x.rowid) - 1,
+    x.resource_type, x.param, x.low, x.high, x.precision
+    FROM idx_date x JOIN resource r ON r.resource_type = x.resource_type AND r.id = x.resource_id;
+DROP TABLE idx_date;
+ALTER TABLE idx_date_v2 RENAME TO idx_date;
+CREATE INDEX idx_date_value ON idx_date (resource_type, param, low, high);
+
+CREATE TABLE idx_number_v2 (
+    k INTEGER PRIMARY KEY, resource_type TEXT NOT NULL, param TEXT NOT NULL,
+    value REAL, low REAL, high REAL, value_text TEXT, low_text TEXT, high_text TEXT
+);
+INSERT INTO idx_number_v2 (k, resource_type, param, value, low, high, value_text, low_text, high_text)
+    SELECT r.rid * 1048576 + ROW_NUMBER() OVER (PARTITION BY r.rid ORDER BY x.rowid) - 1,
+    x.resource_type, x.param, x.value, x.low, x.high, x.value_text, x.low_text, x.high_text
+    FROM idx_number x JOIN resource r ON r.resource_type = x.resource_type AND r.id = x.resource_id;
+DROP TABLE idx_number;
+ALTER TABLE idx_number_v2 RENAME TO idx_number;
+CREATE INDEX idx_number_value ON idx_number (resource_type, param, low, high);
+
+CREATE TABLE idx_quantity_v2 (
+    k INTEGER PRIMARY KEY, resource_type TEXT NOT NULL, param TEXT NOT NULL,
+    value REAL, low REAL, high REAL, value_text TEXT, low_text TEXT, high_text TEXT,
+    comparator TEXT, system TEXT, code TEXT, unit TEXT,
+    canonical_value REAL, canonical_low REAL, canonical_high REAL,
+    canonical_value_text TEXT, canonical_low_text TEXT, canonical_high_text TEXT,
+    canonical_unit TEXT
+);
+INSERT INTO idx_quantity_v2 (k, resource_type, param, value, low, high, value_text, low_text, high_text, comparator, system, code, unit,
+    canonical_value, canonical_low, canonical_high, canonical_value_text, canonical_low_text,
+    canonical_high_text, canonical_unit)
+    SELECT r.rid * 1048576 + ROW_NUMBER() OVER (PARTITION BY r.rid ORDER BY x.rowid) - 1,
+    x.resource_type, x.param, x.value, x.low, x.high, x.value_text, x.low_text, x.high_text, x.comparator, x.system, x.code, x.unit, x.canonical_value, x.canonical_low, x.canonical_high, x.canonical_value_text, x.canonical_low_text, x.canonical_high_text, x.canonical_unit
+    FROM idx_quantity x JOIN resource r ON r.resource_type = x.resource_type AND r.id = x.resource_id;
+DROP TABLE idx_quantity;
+ALTER TABLE idx_quantity_v2 RENAME TO idx_quantity;
+CREATE INDEX idx_quantity_value ON idx_quantity (resource_type, param, code, low);
+CREATE INDEX idx_quantity_canonical ON idx_quantity (resource_type, param, canonical_unit, canonical_low);
+
+CREATE TABLE idx_reference_v2 (
+    k INTEGER PRIMARY KEY, resource_type TEXT NOT NULL, param TEXT NOT NULL,
+    kind TEXT NOT NULL, reference TEXT, target_type TEXT, target_id TEXT,
+    target_version TEXT, base_url TEXT, url TEXT, display TEXT,
+    identifier_system TEXT, identifier_value TEXT, identifier_text TEXT,
+    identifier_type TEXT
+);
+INSERT INTO idx_reference_v2 (k, resource_type, param, kind, reference, target_type, target_id, target_version, base_url, url, display,
+    identifier_system, identifier_value, identifier_text, identifier_type)
+    SELECT r.rid * 1048576 + ROW_NUMBER() OVER (PARTITION BY r.rid ORDER BY x.rowid) - 1,
+    x.resource_type, x.param, x.kind, x.reference, x.target_type, x.target_id, x.target_version, x.base_url, x.url, x.display, x.identifier_system, x.identifier_value, x.identifier_text, x.identifier_type
+    FROM idx_reference x JOIN resource r ON r.resource_type = x.resource_type AND r.id = x.resource_id;
+DROP TABLE idx_reference;
+ALTER TABLE idx_reference_v2 RENAME TO idx_reference;
+CREATE INDEX idx_reference_target ON idx_reference (resource_type, param, target_id, target_type);
+CREATE INDEX idx_reference_reverse ON idx_reference (target_type, target_id);
+CREATE INDEX idx_reference_url ON idx_reference (resource_type, param, url);
+
+CREATE TABLE idx_uri_v2 (
+    k INTEGER PRIMARY KEY, resource_type TEXT NOT NULL, param TEXT NOT NULL,
+    uri TEXT NOT NULL, version TEXT
+);
+INSERT INTO idx_uri_v2 (k, resource_type, param, uri, version)
+    SELECT r.rid * 1048576 + ROW_NUMBER() OVER (PARTITION BY r.rid ORDER BY x.rowid) - 1,
+    x.resource_type, x.param, x.uri, x.version
+    FROM idx_uri x JOIN resource r ON r.resource_type = x.resource_type AND r.id = x.resource_id;
+DROP TABLE idx_uri;
+ALTER TABLE idx_uri_v2 RENAME TO idx_uri;
+CREATE INDEX idx_uri_value ON idx_uri (resource_type, param, uri);
+
+CREATE TABLE idx_composite_v2 (
+    k INTEGER PRIMARY KEY, resource_type TEXT NOT NULL, param TEXT NOT NULL,
+    value TEXT NOT NULL
+);
+INSERT INTO idx_composite_v2 (k, resource_type, param, value)
+    SELECT r.rid * 1048576 + ROW_NUMBER() OVER (PARTITION BY r.rid ORDER BY x.rowid) - 1,
+    x.resource_type, x.param, x.value
+    FROM idx_composite x JOIN resource r ON r.resource_type = x.resource_type AND r.id = x.resource_id;
+DROP TABLE idx_composite;
+ALTER TABLE idx_composite_v2 RENAME TO idx_composite;
+
+CREATE TABLE idx_position_v2 (
+    k INTEGER PRIMARY KEY, resource_type TEXT NOT NULL, param TEXT NOT NULL,
+    latitude REAL NOT NULL, longitude REAL NOT NULL,
+    latitude_text TEXT NOT NULL, longitude_text TEXT NOT NULL
+);
+INSERT INTO idx_position_v2 (k, resource_type, param, latitude, longitude, latitude_text, longitude_text)
+    SELECT r.rid * 1048576 + ROW_NUMBER() OVER (PARTITION BY r.rid ORDER BY x.rowid) - 1,
+    x.resource_type, x.param, x.latitude, x.longitude, x.latitude_text, x.longitude_text
+    FROM idx_position x JOIN resource r ON r.resource_type = x.resource_type AND r.id = x.resource_id;
+DROP TABLE idx_position;
+ALTER TABLE idx_position_v2 RENAME TO idx_position;
+CREATE INDEX idx_position_value ON idx_position (resource_type, param, latitude, longitude);
+"#,
 ];
+
+/// Index rows per resource and table: row keys are `rid * KEY_SPAN + n`, `n < KEY_SPAN`.
+pub(crate) const KEY_SPAN: i64 = 1 << 20;
 
 /// The index tables, for replacing and removing a resource's rows.
 pub(crate) const INDEX_TABLES: &[&str] = &[
@@ -159,4 +306,100 @@ pub(crate) fn migrate(conn: &mut rusqlite::Connection) -> rusqlite::Result<Resul
     }
     tx.commit()?;
     Ok(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{FhirStore, ReadOutcome, SearchPage};
+    use rusqlite::Connection;
+    use vigil_fhir::search::{SearchQuery, SearchRegistry};
+
+    /// A database as schema version 1 left it: two resources and their index rows in
+    /// the (type, id)-keyed layout.
+    fn version_1_database(path: &std::path::Path) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            .unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(
+            r#"
+INSERT INTO schema_version VALUES (1);
+INSERT INTO resource_version VALUES (1, 'Patient', 'a', 1, 1000, 0,
+  '{"resourceType":"Patient","id":"a","meta":{"versionId":"1","lastUpdated":"1970-01-01T00:00:01Z"},"name":[{"family":"Ames"}]}');
+INSERT INTO resource_version VALUES (2, 'Observation', 'o1', 1, 1000, 0,
+  '{"resourceType":"Observation","id":"o1","meta":{"versionId":"1","lastUpdated":"1970-01-01T00:00:01Z"},"status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},"subject":{"reference":"Patient/a"}}');
+INSERT INTO resource VALUES ('Patient', 'a', 1, 1000, 0, 1);
+INSERT INTO resource VALUES ('Observation', 'o1', 1, 1000, 0, 2);
+INSERT INTO idx_string (resource_type, resource_id, param, normalized, exact)
+  VALUES ('Patient', 'a', 'name', 'ames', 'Ames'), ('Patient', 'a', 'family', 'ames', 'Ames');
+INSERT INTO idx_token (resource_type, resource_id, param, system, code)
+  VALUES ('Observation', 'o1', 'status', NULL, 'final'),
+         ('Observation', 'o1', 'code', 'http://loinc.org', '8867-4');
+INSERT INTO idx_reference (resource_type, resource_id, param, kind, reference, target_type, target_id)
+  VALUES ('Observation', 'o1', 'subject', 'local', 'Patient/a', 'Patient', 'a');
+"#,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn version_1_databases_migrate_to_integer_keys() {
+        let dir = std::env::temp_dir().join(format!("vigil-store-migrate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v1.db");
+        version_1_database(&path);
+        let store = crate::SqliteStore::open(&path).unwrap();
+        let reg = SearchRegistry::r4();
+        let search = |rt: &str, q: &str| {
+            let q = SearchQuery::parse(Some(rt), q, reg).unwrap();
+            let r = store.search(&q, &SearchPage::default()).unwrap();
+            r.matches.into_iter().map(|m| m.id).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            search(
+                "Observation",
+                "subject=Patient/a&code=http://loinc.org|8867-4"
+            ),
+            ["o1"]
+        );
+        assert_eq!(search("Observation", "status=final&_sort=code"), ["o1"]);
+        assert_eq!(search("Patient", "name=am"), ["a"]);
+        assert_eq!(
+            search("Patient", "_has:Observation:subject:status=final"),
+            ["a"]
+        );
+        let rows = store.index_values("Observation", "o1").unwrap();
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        // Writes after the migration replace the migrated rows.
+        let mut o1 = match store.read("Observation", "o1").unwrap() {
+            ReadOutcome::Found(s) => (*s.resource).clone(),
+            other => panic!("{other:?}"),
+        };
+        o1["status"] = serde_json::json!("amended");
+        store.update("Observation", "o1", o1, Some(1)).unwrap();
+        assert!(search("Observation", "status=final").is_empty());
+        assert_eq!(
+            search("Observation", "status=amended&subject=Patient/a"),
+            ["o1"]
+        );
+        store.close().unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        // The Patient kept rid 1 (order of `seq`), its two string rows keys 0 and 1.
+        let keys: Vec<i64> = conn
+            .prepare("SELECT k FROM idx_string WHERE resource_type = 'Patient' ORDER BY k")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(keys, [KEY_SPAN, KEY_SPAN + 1]);
+        drop(conn);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -1,8 +1,8 @@
 //! Search execution on the `idx_*` tables.
 //!
 //! Each clause becomes a condition on the resource row `r` (AND across clauses):
-//! `EXISTS (SELECT 1 FROM idx_<kind> x WHERE x.resource_type = r.resource_type AND
-//! x.resource_id = r.id AND x.param = ? AND (<value> OR <value> ...))`; `:not` is the
+//! `EXISTS (SELECT 1 FROM idx_<kind> x WHERE <x.k in r.rid's key range> AND x.param = ?
+//! AND (<value> OR <value> ...))`; `:not` is the
 //! `NOT EXISTS` of the positive, `:missing=true` the `NOT EXISTS` of any row of the
 //! parameter. Every value from the query is a bound parameter; the only text spliced
 //! into the SQL is fixed column names, table names chosen by parameter type, and
@@ -30,6 +30,7 @@
 //! (keys..., seq) — see [`crate::search::Cursor`] — so writes between pages never shift
 //! them.
 
+use super::schema::KEY_SPAN;
 use super::{storage, version_row, VERSION_COLS};
 use crate::api::*;
 use crate::search::{sort_signature, Cursor, KeyValue};
@@ -54,6 +55,17 @@ const FILTER_BATCH: usize = 200;
 const MAX_INCLUDED: usize = 5_000;
 /// The most rounds of `:iterate` includes.
 const MAX_ITERATE_ROUNDS: usize = 8;
+
+/// `{x}.k` lies in the key range of the resource row aliased `o` (see
+/// [`super::schema`]): a rowid range, so SQLite reads just that resource's rows.
+fn rows_of(x: &str, o: &str) -> String {
+    format!("{x}.k >= {o}.rid * {KEY_SPAN} AND {x}.k < ({o}.rid + 1) * {KEY_SPAN}")
+}
+
+/// The `resource.rid` of an index row aliased `x`.
+fn rid_of(x: &str) -> String {
+    format!("({x}.k / {KEY_SPAN})")
+}
 
 /// SQL text with its bound parameters (`?N`, numbered in the order they are added).
 #[derive(Default)]
@@ -605,10 +617,10 @@ fn clause_cond(q: &mut Sql, c: &Clause, hops: &[Hop], o: &str) -> Result<()> {
             ..
         } => {
             q.s(&format!(
-                "EXISTS (SELECT 1 FROM idx_reference {h} JOIN resource {t} ON \
+                "EXISTS (SELECT 1 FROM idx_reference {h} NOT INDEXED JOIN resource {t} ON \
                  {t}.resource_type = {h}.target_type AND {t}.id = {h}.target_id AND \
-                 {t}.deleted = 0 WHERE {h}.resource_type = {o}.resource_type AND \
-                 {h}.resource_id = {o}.id AND {h}.kind = 'local' AND {h}.param = "
+                 {t}.deleted = 0 WHERE {} AND {h}.kind = 'local' AND {h}.param = ",
+                rows_of(&h, o)
             ))
             .v(param.code.clone());
             if !target_types.is_empty() {
@@ -628,9 +640,10 @@ fn clause_cond(q: &mut Sql, c: &Clause, hops: &[Hop], o: &str) -> Result<()> {
         } => {
             q.s(&format!(
                 "EXISTS (SELECT 1 FROM idx_reference {h} JOIN resource {t} ON \
-                 {t}.resource_type = {h}.resource_type AND {t}.id = {h}.resource_id AND \
-                 {t}.deleted = 0 WHERE {h}.target_type = {o}.resource_type AND \
-                 {h}.target_id = {o}.id AND {h}.kind = 'local' AND {h}.resource_type = "
+                 {t}.rid = {} AND {t}.deleted = 0 WHERE {h}.target_type = \
+                 {o}.resource_type AND {h}.target_id = {o}.id AND {h}.kind = 'local' AND \
+                 {h}.resource_type = ",
+                rid_of(&h)
             ))
             .v(resource_type.clone())
             .s(&format!(" AND {h}.param = "))
@@ -702,13 +715,13 @@ fn leaf_cond(q: &mut Sql, c: &Clause, o: &str) -> Result<()> {
     }
     let table = table_for(c.param.param_type)?;
     let x = q.alias("x");
-    // Correlated probes of one resource's rows: always by the (type, id, param) key
-    // index. Without statistics SQLite may otherwise pick a value index (all rows with
-    // that code) for the probe, turning each check into a scan.
+    // Correlated probes of one resource's rows: always by its key range. Without
+    // statistics SQLite may otherwise pick a value index (all rows with that code) for
+    // the probe, turning each check into a scan.
     let key = |q: &mut Sql| {
         q.s(&format!(
-            "SELECT 1 FROM {table} {x} INDEXED BY {table}_key WHERE {x}.resource_type = \
-             {o}.resource_type AND {x}.resource_id = {o}.id AND {x}.param = "
+            "SELECT 1 FROM {table} {x} NOT INDEXED WHERE {} AND {x}.param = ",
+            rows_of(&x, o)
         ))
         .v(code.to_string());
     };
@@ -750,16 +763,6 @@ fn filter<'q>(q: &mut Sql, query: &'q SearchQuery) -> Result<Vec<&'q Clause>> {
         Some(t) => vec![t],
         None => query.types.iter().collect(),
     };
-    if !types.is_empty() {
-        q.s(" AND r.resource_type IN (");
-        for (i, t) in types.into_iter().enumerate() {
-            if i > 0 {
-                q.s(", ");
-            }
-            q.v(t.clone());
-        }
-        q.s(")");
-    }
     let single_type = match (&query.resource_type, query.types.as_slice()) {
         (Some(t), _) | (None, [t]) => Some(t),
         _ => None,
@@ -770,6 +773,22 @@ fn filter<'q>(q: &mut Sql, query: &'q SearchQuery) -> Result<Vec<&'q Clause>> {
             .min()
             .map(|(_, i)| i)
     });
+    if !types.is_empty() {
+        // With a driver clause the resources are looked up by `rid`; the unary `+`
+        // keeps SQLite from scanning the type's rows by an index on the type instead.
+        q.s(if driver.is_some() {
+            " AND +r.resource_type IN ("
+        } else {
+            " AND r.resource_type IN ("
+        });
+        for (i, t) in types.into_iter().enumerate() {
+            if i > 0 {
+                q.s(", ");
+            }
+            q.v(t.clone());
+        }
+        q.s(")");
+    }
     let mut rust = Vec::new();
     for (i, c) in query.clauses.iter().enumerate() {
         if needs_rust(c) {
@@ -828,16 +847,17 @@ fn driver_rank(c: &Clause) -> Option<u8> {
     })
 }
 
-/// A positive clause as `r.id IN (SELECT resource_id FROM idx_... WHERE resource_type =
+/// A positive clause as `r.rid IN (SELECT <rid of k> FROM idx_... WHERE resource_type =
 /// ? AND param = ? AND ...)`: SQLite evaluates the subquery through the value index and
-/// looks the resources up by primary key, instead of scanning every resource of the
+/// looks the resources up by their key, instead of scanning every resource of the
 /// type and probing each clause (the plan the correlated `EXISTS` forms get). Same
 /// meaning as [`clause_cond`] for the clauses [`driver_rank`] accepts.
 fn driver_cond(q: &mut Sql, c: &Clause, resource_type: &str) -> Result<()> {
     let table = table_for(c.param.param_type)?;
     let x = q.alias("x");
     q.s(&format!(
-        "r.id IN (SELECT {x}.resource_id FROM {table} {x} WHERE {x}.resource_type = "
+        "r.rid IN (SELECT {} FROM {table} {x} WHERE {x}.resource_type = ",
+        rid_of(&x)
     ))
     .v(resource_type.to_string())
     .s(&format!(" AND {x}.param = "))
@@ -904,8 +924,8 @@ fn sort_expr(q: &mut Sql, k: &SortKey) -> Result<()> {
         _ => return Err(invalid(format!("cannot sort on `{code}`"))),
     };
     q.s(&format!(
-        "(SELECT {agg}({expr}) FROM {table} x WHERE x.resource_type = r.resource_type AND \
-         x.resource_id = r.id AND x.param = "
+        "(SELECT {agg}({expr}) FROM {table} x NOT INDEXED WHERE {} AND x.param = ",
+        rows_of("x", "r")
     ))
     .v(code.to_string())
     .s(")");
@@ -1160,13 +1180,16 @@ fn includes(conn: &Connection, query: &SearchQuery, matches: &[Stored]) -> Resul
                     continue;
                 }
                 let mut q = Sql::default();
-                q.s("SELECT t.seq FROM idx_reference x JOIN resource t ON \
-                     t.resource_type = x.target_type AND t.id = x.target_id AND t.deleted = 0 \
-                     WHERE x.resource_type = ")
-                    .v(source.resource_type.clone())
-                    .s(" AND x.resource_id = ")
-                    .v(source.id.clone())
-                    .s(" AND x.kind = 'local'");
+                q.s(&format!(
+                    "SELECT t.seq FROM resource s JOIN idx_reference x NOT INDEXED ON {} \
+                     JOIN resource t ON t.resource_type = x.target_type AND \
+                     t.id = x.target_id AND t.deleted = 0 WHERE s.resource_type = ",
+                    rows_of("x", "s")
+                ))
+                .v(source.resource_type.clone())
+                .s(" AND s.id = ")
+                .v(source.id.clone())
+                .s(" AND x.kind = 'local'");
                 if let Some(p) = &inc.param {
                     q.s(" AND x.param = ").v(p.clone());
                 }
@@ -1184,13 +1207,15 @@ fn includes(conn: &Connection, query: &SearchQuery, matches: &[Stored]) -> Resul
                     continue;
                 }
                 let mut q = Sql::default();
-                q.s("SELECT t.seq FROM idx_reference x JOIN resource t ON \
-                     t.resource_type = x.resource_type AND t.id = x.resource_id AND \
-                     t.deleted = 0 WHERE x.target_type = ")
-                    .v(source.resource_type.clone())
-                    .s(" AND x.target_id = ")
-                    .v(source.id.clone())
-                    .s(" AND x.kind = 'local'");
+                q.s(&format!(
+                    "SELECT t.seq FROM idx_reference x JOIN resource t ON t.rid = {} AND \
+                     t.deleted = 0 WHERE x.target_type = ",
+                    rid_of("x")
+                ))
+                .v(source.resource_type.clone())
+                .s(" AND x.target_id = ")
+                .v(source.id.clone())
+                .s(" AND x.kind = 'local'");
                 if inc.source_type != "*" {
                     q.s(" AND x.resource_type = ").v(inc.source_type.clone());
                 }

@@ -1,0 +1,202 @@
+//! Making commits durable off the writer thread.
+//!
+//! The writer commits with `synchronous=NORMAL` (SQLite writes the WAL frames but does
+//! not fsync them) and hands the group's answers to this thread, which `fdatasync`s the
+//! WAL file and only then answers. While it waits for the disk the writer already
+//! applies the next group, so the fsync latency no longer serializes the groups. One
+//! fsync covers every group written before it (fsync is per file, not per descriptor),
+//! so a queue of groups shares one.
+//!
+//! Why this is as safe as `synchronous=FULL` for acknowledged writes: a group's frames,
+//! commit frame included, are in the WAL file before its answers reach this thread, and
+//! the fsync that follows makes them durable before any answer is sent. SQLite only
+//! overwrites WAL frames after a checkpoint has copied them into the database file and
+//! synced it (which `synchronous=NORMAL` still does). The difference: readers may see a
+//! group in the short time between its commit and its fsync; a write that depends on
+//! what a reader saw is acknowledged after a later fsync, which covers both.
+//!
+//! A failed fsync leaves the state of the file unknown (the kernel may have dropped the
+//! dirty pages), so it fails the waiting requests and every later write until the
+//! store is reopened. Checkpoints also run here, on a separate connection and in
+//! PASSIVE mode, so the writer does not stop to copy pages into the database file.
+
+use super::Reply;
+use crate::api::{Result, StoreError, WriteOutcome};
+use rusqlite::Connection;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+/// How often the WAL is checkpointed into the database file while writes go on.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// The answers of one committed group, waiting for the fsync.
+pub(super) type Answers = Vec<(Reply, Result<Vec<WriteOutcome>>)>;
+
+/// Set once an fsync failed: the store refuses writes from then on.
+#[derive(Default)]
+pub(super) struct Poison(AtomicBool);
+
+impl Poison {
+    pub(super) fn check(&self) -> Result<()> {
+        if self.0.load(Ordering::Acquire) {
+            return Err(StoreError::Storage(
+                "an earlier fsync of the write-ahead log failed; reopen the store".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// The sync thread's state.
+pub(super) struct Syncer {
+    db_path: PathBuf,
+    wal: Option<File>,
+    poison: Arc<Poison>,
+    checkpointer: Option<Connection>,
+    last_checkpoint: Instant,
+}
+
+fn wal_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-wal");
+    PathBuf::from(p)
+}
+
+impl Syncer {
+    pub(super) fn new(db_path: &Path, poison: Arc<Poison>) -> Syncer {
+        Syncer {
+            db_path: db_path.to_path_buf(),
+            wal: None,
+            poison,
+            checkpointer: None,
+            last_checkpoint: Instant::now(),
+        }
+    }
+
+    /// Answer groups as their fsyncs complete, until the writer hangs up.
+    pub(super) fn run(&mut self, rx: &mpsc::Receiver<Answers>) {
+        let mut idle_checkpoint_due = false;
+        loop {
+            let first = if idle_checkpoint_due {
+                match rx.recv_timeout(CHECKPOINT_EVERY) {
+                    Ok(a) => a,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        // Writes have stopped: checkpoint what is left in the WAL.
+                        self.checkpoint();
+                        idle_checkpoint_due = false;
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(a) => a,
+                    Err(_) => break,
+                }
+            };
+            let mut groups = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                groups.push(more);
+            }
+            let synced = self.sync();
+            if synced.is_err() {
+                self.poison.set();
+            }
+            for (reply, result) in groups.into_iter().flatten() {
+                let answer = match (&synced, result) {
+                    (Ok(()), r) => r,
+                    (Err(e), Ok(_)) => Err(e.clone()),
+                    (Err(_), Err(e)) => Err(e),
+                };
+                // The requester may have given up; nothing to do then.
+                let _ = reply.send(answer);
+            }
+            if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                self.checkpoint();
+            }
+            idle_checkpoint_due = true;
+        }
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        let fail = |what: &str, e: std::io::Error| {
+            StoreError::Storage(format!("{what} the write-ahead log: {e}"))
+        };
+        if self.wal.is_none() {
+            let path = wal_path(&self.db_path);
+            let file = File::options()
+                .write(true)
+                .open(&path)
+                .map_err(|e| fail("cannot open", e))?;
+            // The WAL file may be new: make its directory entry durable too.
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| fail("cannot sync the directory of", e))?;
+            }
+            self.wal = Some(file);
+        }
+        match &self.wal {
+            Some(f) => f.sync_data().map_err(|e| fail("cannot fsync", e)),
+            None => Ok(()),
+        }
+    }
+
+    /// A PASSIVE checkpoint: copies what it can without waiting for readers or the
+    /// writer. Failures are left to the next attempt (and to SQLite's own automatic
+    /// checkpoint, which stays on as a backstop).
+    fn checkpoint(&mut self) {
+        self.last_checkpoint = Instant::now();
+        if self.checkpointer.is_none() {
+            match Connection::open(&self.db_path) {
+                Ok(c) => {
+                    let _ = c.busy_timeout(Duration::from_millis(0));
+                    let _ = c.execute_batch("PRAGMA synchronous=NORMAL");
+                    self.checkpointer = Some(c);
+                }
+                Err(_) => return,
+            }
+        }
+        if let Some(c) = &self.checkpointer {
+            let _ = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        }
+    }
+}
+
+/// Where the writer sends a committed group's answers.
+pub(super) enum Durability {
+    /// A file database: through the sync thread.
+    Syncer(mpsc::Sender<Answers>),
+    /// In memory: nothing to sync, answer at once.
+    Immediate,
+}
+
+impl Durability {
+    pub(super) fn answer(&self, answers: Answers) {
+        let answers = match self {
+            Durability::Syncer(tx) => match tx.send(answers) {
+                Ok(()) => return,
+                // The sync thread is gone (it panicked): the group is committed but
+                // cannot be made durable.
+                Err(mpsc::SendError(answers)) => answers
+                    .into_iter()
+                    .map(|(reply, _)| {
+                        let e = StoreError::Storage("the sync thread stopped".into());
+                        (reply, Err(e))
+                    })
+                    .collect(),
+            },
+            Durability::Immediate => answers,
+        };
+        for (reply, result) in answers {
+            let _ = reply.send(result);
+        }
+    }
+}
