@@ -216,7 +216,7 @@ impl PostgresStore {
     }
 
     fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> {
-        write::check_distinct(&ops)?;
+        vigil_store::rules::check_distinct(&ops)?;
         let now = self.clock();
         let mut conn = self.pool.get()?;
         let (out, latest) = write::apply(&mut conn, ops, now)?;
@@ -364,7 +364,7 @@ impl VersionRow {
                     self.resource_type, self.id
                 ))
             })?,
-            None => write::tombstone(&self.resource_type, &self.id, version, &text),
+            None => vigil_store::rules::tombstone(&self.resource_type, &self.id, version, &text),
         };
         Ok(Stored {
             resource_type: self.resource_type,

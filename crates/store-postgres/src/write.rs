@@ -9,8 +9,9 @@ use crate::VersionRow;
 use postgres::types::ToSql;
 use postgres::Statement;
 use serde_json::{Map, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
+use vigil_store::rules::{resource_type_of, tombstone, valid_id};
 use vigil_store::*;
 
 /// The columns of [`version_row`].
@@ -41,14 +42,6 @@ pub(crate) fn version_row_at(r: &postgres::Row, at: usize) -> Result<VersionRow>
     get().map_err(pg_error)
 }
 
-pub(crate) fn tombstone(rt: &str, id: &str, version: u64, last_updated: &str) -> Value {
-    serde_json::json!({
-        "resourceType": rt,
-        "id": id,
-        "meta": {"versionId": version.to_string(), "lastUpdated": last_updated}
-    })
-}
-
 pub(crate) fn outcome(row: Option<VersionRow>) -> Result<ReadOutcome> {
     Ok(match row {
         None => ReadOutcome::NotFound,
@@ -58,50 +51,6 @@ pub(crate) fn outcome(row: Option<VersionRow>) -> Result<ReadOutcome> {
         },
         Some(r) => ReadOutcome::Found(r.into_stored()?),
     })
-}
-
-/// A transaction may name each resource once (FHIR: the outcome would depend on the
-/// order otherwise).
-pub(crate) fn check_distinct(ops: &[WriteOp]) -> Result<()> {
-    if ops.len() < 2 {
-        return Ok(());
-    }
-    let mut seen = HashSet::with_capacity(ops.len());
-    for op in ops {
-        let key = match op {
-            WriteOp::Create {
-                id: Some(id),
-                resource,
-            } => (resource_type_of(resource).unwrap_or_default(), id.as_str()),
-            WriteOp::Create { id: None, .. } => continue,
-            WriteOp::Update {
-                resource_type, id, ..
-            }
-            | WriteOp::Delete {
-                resource_type, id, ..
-            } => (resource_type.as_str(), id.as_str()),
-        };
-        if !seen.insert(key) {
-            return Err(StoreError::Conflict(format!(
-                "{}/{} appears more than once in the transaction",
-                key.0, key.1
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn resource_type_of(resource: &Value) -> Option<&str> {
-    resource.get("resourceType").and_then(Value::as_str)
-}
-
-/// FHIR ids: 1-64 of `[A-Za-z0-9\-\.]`.
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// Versions a request queues before they are written together.

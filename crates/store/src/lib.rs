@@ -23,6 +23,7 @@
 mod api;
 pub mod conformance;
 pub mod index;
+pub mod rules;
 pub mod search;
 mod sqlite;
 mod time;

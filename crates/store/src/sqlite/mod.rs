@@ -17,11 +17,11 @@ mod search;
 mod sync;
 
 use crate::api::*;
+use crate::rules::{check_distinct, resource_type_of, tombstone, valid_id};
 use crate::time::{format_rfc3339, now_millis};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -393,14 +393,6 @@ fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
     })
 }
 
-fn tombstone(rt: &str, id: &str, version: u64, last_updated: &str) -> Value {
-    serde_json::json!({
-        "resourceType": rt,
-        "id": id,
-        "meta": {"versionId": version.to_string(), "lastUpdated": last_updated}
-    })
-}
-
 fn outcome(row: Option<VersionRow>) -> rusqlite::Result<ReadOutcome> {
     Ok(match row {
         None => ReadOutcome::NotFound,
@@ -754,50 +746,6 @@ fn apply_ops(
         .enumerate()
         .map(|(i, op)| apply_op(conn, op, rows.get(i).and_then(Option::as_ref), now))
         .collect()
-}
-
-/// A transaction may name each resource once (FHIR: the outcome would depend on the
-/// order otherwise).
-fn check_distinct(ops: &[WriteOp]) -> Result<()> {
-    if ops.len() < 2 {
-        return Ok(());
-    }
-    let mut seen = HashSet::with_capacity(ops.len());
-    for op in ops {
-        let key = match op {
-            WriteOp::Create {
-                id: Some(id),
-                resource,
-            } => (resource_type_of(resource).unwrap_or_default(), id.as_str()),
-            WriteOp::Create { id: None, .. } => continue,
-            WriteOp::Update {
-                resource_type, id, ..
-            }
-            | WriteOp::Delete {
-                resource_type, id, ..
-            } => (resource_type.as_str(), id.as_str()),
-        };
-        if !seen.insert(key) {
-            return Err(StoreError::Conflict(format!(
-                "{}/{} appears more than once in the transaction",
-                key.0, key.1
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn resource_type_of(resource: &Value) -> Option<&str> {
-    resource.get("resourceType").and_then(Value::as_str)
-}
-
-/// FHIR ids: 1-64 of `[A-Za-z0-9\-\.]`.
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// A resource's row in `resource`: its key, current version and deleted flag.
