@@ -89,13 +89,9 @@ async function main() {
     },
     request: { method: 'POST', url: 'Observation' },
   });
-  // client.transaction() posts to `${base}/` (trailing slash), which the server mounted
-  // with axum's nest() answers 404; post the Bundle to the base URL itself through the
-  // client's own HTTP layer (same headers, same error handling).
-  const tx = await client.httpClient.post(baseUrl, {
-    resourceType: 'Bundle',
-    type: 'transaction',
-    entry: entries,
+  // client.transaction() posts to `${base}/` (with the trailing slash).
+  const tx = await client.transaction({
+    body: { resourceType: 'Bundle', type: 'transaction', entry: entries },
   });
   out.transactionType = tx.type;
   out.transactionStatuses = tx.entry.map((e) => e.response.status);

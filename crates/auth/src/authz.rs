@@ -202,8 +202,8 @@ impl AccessContext {
     }
 
     /// Hook for care-team restrictions: `Some` when the token has `user/` scopes. Such
-    /// grants are type-level here; the server must further limit them to the patients
-    /// the user's care teams cover (not implemented yet).
+    /// grants are type-level here; the server limits them to the patients the user's
+    /// care teams cover when it has a care-team policy (`vigil_server::careteam`).
     pub fn user(&self) -> Option<UserAccess<'_>> {
         self.scopes.has_user_scopes().then_some(UserAccess {
             fhir_user: self.fhir_user.as_deref(),

@@ -274,6 +274,16 @@ impl UserStore {
         Ok(out)
     }
 
+    /// One user (never the hash); `None` when unknown.
+    pub fn user(&self, username: &str) -> Result<Option<UserInfo>, DashboardError> {
+        Ok(self.load_user(username)?.map(|(v, _)| UserInfo {
+            username: v.username,
+            display_name: v.display_name,
+            role: v.role,
+            teams: v.teams,
+        }))
+    }
+
     /// The stored PHC password hash of a user (for audits and tests).
     pub fn password_hash(&self, username: &str) -> Result<Option<String>, DashboardError> {
         Ok(self

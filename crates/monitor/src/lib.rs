@@ -12,6 +12,8 @@ pub mod api;
 pub mod caredata;
 pub mod db;
 pub mod devices;
+pub mod errors;
+pub mod identity;
 pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
@@ -30,9 +32,11 @@ use vigil_store::FhirStore;
 
 pub use db::MonitorDb;
 pub use devices::{DeviceRegistry, Registered};
+pub use errors::ErrorPolicy;
 pub use ingest::IngestLimits;
 pub use metrics::Metrics;
 pub use pipeline::{Pipeline, PipelineConfig, Templates};
+pub use vigil_medtech::IdentityResolutionType;
 
 /// Errors opening the monitor.
 #[derive(Debug, thiserror::Error)]
@@ -192,7 +196,6 @@ impl Monitor {
         let pipeline = Arc::new(Pipeline::new(
             store.clone(),
             log.clone(),
-            registry.clone(),
             db.clone(),
             templates,
             options.pipeline.clone(),
@@ -237,6 +240,12 @@ impl Monitor {
                 other => devices::DeviceError::Random(other.to_string()),
             })?;
         Ok(registered)
+    }
+
+    /// Tells the pipeline a FHIR resource was written outside it (by the FHIR API), so
+    /// cached identities are re-read: connect to the FHIR server's write observer.
+    pub fn resource_written(&self, resource_type: &str, id: &str) {
+        self.pipeline.resource_written(resource_type, id);
     }
 
     /// Starts the pipeline thread.

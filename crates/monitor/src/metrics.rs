@@ -45,7 +45,19 @@ pub struct Metrics {
     flags_lowered: AtomicU64,
     alerts_acknowledged: AtomicU64,
     pipeline_latency: Mutex<Histogram>,
+    // The reference's (MedTech) metrics, under Prometheus names.
+    device_events: AtomicU64,
+    normalized_events: AtomicU64,
+    dropped_events: AtomicU64,
+    measurements: AtomicU64,
+    measurement_groups: AtomicU64,
+    stage_latency: Mutex<BTreeMap<&'static str, Histogram>>,
 }
+
+/// Normalization stage latency (the reference's `DeviceEventProcessingLatencyMs`).
+pub const NORMALIZATION_LATENCY: &str = "vigil_medtech_device_event_processing_latency_seconds";
+/// Grouping stage latency (the reference's `MeasurementIngestionLatencyMs`).
+pub const GROUPING_LATENCY: &str = "vigil_medtech_measurement_ingestion_latency_seconds";
 
 impl Metrics {
     fn add(&self, name: &'static str, label: String, n: u64) {
@@ -123,6 +135,81 @@ impl Metrics {
         self.alerts_acknowledged.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A device message taken by the normalization stage (`DeviceEvent`).
+    pub fn device_event(&self) {
+        self.device_events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Measurements produced by normalization (`NormalizedEvent`).
+    pub fn normalized_events(&self, n: u64) {
+        self.normalized_events.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A message no device template matched (`DroppedEvent`).
+    pub fn dropped_event(&self) {
+        self.dropped_events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Measurements and measurement groups taken by FHIR conversion (`Measurement`,
+    /// `MeasurementGroup`).
+    pub fn measurements(&self, measurements: u64, groups: u64) {
+        self.measurements.fetch_add(measurements, Ordering::Relaxed);
+        self.measurement_groups.fetch_add(groups, Ordering::Relaxed);
+    }
+
+    /// A FHIR resource saved by the pipeline (`FhirResourceSaved`); `operation` is
+    /// `Created`, `Updated` or `NoOperation`.
+    pub fn fhir_resource_saved(&self, resource_type: &str, operation: &str) {
+        self.add(
+            "vigil_medtech_fhir_resources_saved_total",
+            format!(
+                "resource_type=\"{}\",operation=\"{}\"",
+                escape(resource_type),
+                escape(operation)
+            ),
+            1,
+        );
+    }
+
+    /// An error of the given kind (see [`crate::errors::classify`]), by the reference's
+    /// ErrorType and severity and the stage.
+    pub fn error(&self, kind: &str) {
+        self.error_as(kind, crate::errors::classify(kind).0);
+    }
+
+    /// An error of the given kind with an explicit ErrorType (template errors are
+    /// `DeviceTemplateError` or `FHIRTemplateError` depending on the template).
+    pub fn error_as(&self, kind: &str, error_type: &str) {
+        let (_, severity, stage) = crate::errors::classify(kind);
+        self.add(
+            "vigil_medtech_errors_total",
+            format!(
+                "name=\"{}\",error_type=\"{error_type}\",severity=\"{severity}\",stage=\"{stage}\"",
+                escape(kind)
+            ),
+            1,
+        );
+    }
+
+    /// A blocked message retried (error policy `block`).
+    pub fn pipeline_retry(&self, kind: &str) {
+        self.add(
+            "vigil_pipeline_retries_total",
+            format!("error=\"{}\"", escape(kind)),
+            1,
+        );
+    }
+
+    /// A stage latency sample ([`NORMALIZATION_LATENCY`] or [`GROUPING_LATENCY`]).
+    pub fn observe_stage_latency(&self, name: &'static str, seconds: f64) {
+        self.stage_latency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(name)
+            .or_default()
+            .observe(seconds);
+    }
+
     /// Time from a message's append to the end of its processing.
     pub fn observe_pipeline_latency(&self, seconds: f64) {
         self.pipeline_latency
@@ -165,6 +252,31 @@ impl Metrics {
                 "Alerts acknowledged.",
                 &self.alerts_acknowledged,
             ),
+            (
+                "vigil_medtech_device_events_total",
+                "Device messages taken by normalization (DeviceEvent).",
+                &self.device_events,
+            ),
+            (
+                "vigil_medtech_normalized_events_total",
+                "Measurements produced by normalization (NormalizedEvent).",
+                &self.normalized_events,
+            ),
+            (
+                "vigil_medtech_dropped_events_total",
+                "Device messages no device template matched (DroppedEvent).",
+                &self.dropped_events,
+            ),
+            (
+                "vigil_medtech_measurements_total",
+                "Measurements taken by FHIR conversion (Measurement).",
+                &self.measurements,
+            ),
+            (
+                "vigil_medtech_measurement_groups_total",
+                "Measurement groups taken by FHIR conversion (MeasurementGroup).",
+                &self.measurement_groups,
+            ),
         ];
         for (name, help, v) in simple {
             let _ = writeln!(
@@ -190,22 +302,48 @@ impl Metrics {
             .pipeline_latency
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let name = "vigil_pipeline_latency_seconds";
-        let _ = writeln!(out, "# HELP {name} From append to the event log to scored and stored.\n# TYPE {name} histogram");
-        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{bound}\"}} {}",
-                h.counts.get(i).copied().unwrap_or(0)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
-            h.total, h.sum, h.total
+        render_histogram(
+            &mut out,
+            "vigil_pipeline_latency_seconds",
+            "From append to the event log to scored and stored.",
+            &h,
         );
+        drop(h);
+        let stages = self
+            .stage_latency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let empty = Histogram::default();
+        for (name, help) in [
+            (
+                NORMALIZATION_LATENCY,
+                "Normalization stage: from append to the event log to normalized (DeviceEventProcessingLatency).",
+            ),
+            (
+                GROUPING_LATENCY,
+                "Grouping stage: from append to the event log to grouped into Observations (MeasurementIngestionLatency).",
+            ),
+        ] {
+            render_histogram(&mut out, name, help, stages.get(name).unwrap_or(&empty));
+        }
         out
     }
+}
+
+fn render_histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"{bound}\"}} {}",
+            h.counts.get(i).copied().unwrap_or(0)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
+        h.total, h.sum, h.total
+    );
 }
 
 fn escape(s: &str) -> String {

@@ -6,21 +6,25 @@
 //! last batch; every write is idempotent under replay (Observation and RiskAssessment
 //! ids are deterministic, the read model is keyed by resource, a flag transition is
 //! recorded together with its alert). A message that cannot be processed goes to the
-//! `dead-letter` topic with the reason and the stream goes on.
+//! `dead-letter` topic with the reason and the stream goes on, or, under the `block`
+//! error policy, is retried until it succeeds and holds back everything after it.
 
 use crate::db::{AlertRow, AlertState, FlagState, MonitorDb, ScoreRow, VitalPoint};
-use crate::devices::DeviceRegistry;
+use crate::errors::ErrorPolicy;
+use crate::identity::{IdentityResolver, ResolveError};
 use crate::ingest::{DEVICE_ID_PROPERTY, INGEST_TOPIC};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, GROUPING_LATENCY, NORMALIZATION_LATENCY};
 use crate::time::{format_rfc3339, now_millis};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use vigil_eventlog::{AppendRecord, EventLog, Record};
-use vigil_medtech::{DeviceTemplateSet, FhirTemplateSet, Identity, ObservationChange};
+use vigil_medtech::{
+    DeviceTemplateSet, FhirTemplateSet, IdentityResolutionType, ObservationChange,
+};
 use vigil_scoring::{News2Input, News2Result, RiskBand, SpO2Scale};
 use vigil_store::{FhirStore, ReadOutcome, StoreError, WriteOp};
 
@@ -43,6 +47,14 @@ pub struct PipelineConfig {
     /// the flag is lowered. Stops a patient hovering at a band boundary from raising a
     /// new alert with every other reading.
     pub flag_recovery: Duration,
+    /// How a message's Device, Patient and Encounter are found (see [`crate::identity`]).
+    pub identity: IdentityResolutionType,
+    /// What happens to a message that cannot be processed.
+    pub error_policy: ErrorPolicy,
+    /// First retry delay of a blocked message (doubled per attempt).
+    pub retry_initial: Duration,
+    /// Longest retry delay of a blocked message.
+    pub retry_max: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -52,6 +64,10 @@ impl Default for PipelineConfig {
             batch_size: 500,
             default_team: None,
             flag_recovery: Duration::from_secs(30 * 60),
+            identity: IdentityResolutionType::Lookup,
+            error_policy: ErrorPolicy::DeadLetter,
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(30),
         }
     }
 }
@@ -66,7 +82,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn new(kind: &str, message: impl Into<String>) -> Failure {
+    pub(crate) fn new(kind: &str, message: impl Into<String>) -> Failure {
         Failure {
             kind: kind.to_string(),
             message: message.into(),
@@ -100,13 +116,20 @@ pub struct Templates {
 pub struct Pipeline {
     store: Arc<dyn FhirStore>,
     log: Arc<dyn EventLog>,
-    registry: Arc<DeviceRegistry>,
     db: Arc<MonitorDb>,
     templates: RwLock<Arc<Templates>>,
     config: PipelineConfig,
     metrics: Arc<Metrics>,
     changes: tokio::sync::broadcast::Sender<Change>,
     scales: Mutex<HashMap<String, SpO2Scale>>,
+    identity: IdentityResolver,
+    /// Offsets below this were counted in the device-event metrics (replays and retries
+    /// are not counted twice).
+    events_counted: AtomicU64,
+    /// Offsets below this were counted in the FHIR-conversion metrics.
+    conversions_counted: AtomicU64,
+    /// The message the `block` policy is holding the stream at: (offset, attempts).
+    blocked: Mutex<Option<(u64, u32)>>,
 }
 
 fn short_hash(parts: &[&str]) -> String {
@@ -136,17 +159,20 @@ impl Pipeline {
     pub fn new(
         store: Arc<dyn FhirStore>,
         log: Arc<dyn EventLog>,
-        registry: Arc<DeviceRegistry>,
         db: Arc<MonitorDb>,
         templates: Templates,
         config: PipelineConfig,
         metrics: Arc<Metrics>,
     ) -> Pipeline {
         let (changes, _) = tokio::sync::broadcast::channel(1024);
+        let identity = IdentityResolver::new(store.clone(), config.identity, metrics.clone());
         Pipeline {
+            identity,
+            events_counted: AtomicU64::new(0),
+            conversions_counted: AtomicU64::new(0),
+            blocked: Mutex::new(None),
             store,
             log,
-            registry,
             db,
             templates: RwLock::new(Arc::new(templates)),
             config,
@@ -197,34 +223,64 @@ impl Pipeline {
                         .wait_for(INGEST_TOPIC, next, Duration::from_millis(200));
                 }
                 Ok(_) => {}
+                Err(PipelineError::Blocked {
+                    offset,
+                    kind,
+                    attempts,
+                    ..
+                }) => {
+                    let delay = crate::errors::backoff(
+                        self.config.retry_initial,
+                        self.config.retry_max,
+                        attempts,
+                    );
+                    tracing::warn!(offset, kind = %kind, attempts, delay_ms = delay.as_millis() as u64, "pipeline blocked on a failing message (error_policy = block); retrying");
+                    sleep_unless_stopped(delay, stop);
+                }
                 Err(e) => {
+                    self.metrics.error("UnhandledException");
                     tracing::error!(error = %e, "pipeline step failed; retrying in 1 s");
-                    std::thread::sleep(Duration::from_secs(1));
+                    sleep_unless_stopped(Duration::from_secs(1), stop);
                 }
             }
         }
     }
 
     /// Processes one batch; returns how many messages it took. Errors are
-    /// infrastructure failures (the batch is retried); bad messages are dead-lettered.
+    /// infrastructure failures (the batch is retried) or [`PipelineError::Blocked`];
+    /// bad messages are dead-lettered (or block, per the error policy).
     pub fn step(&self) -> Result<usize, PipelineError> {
         let from = self.log.committed(INGEST_TOPIC, CONSUMER_GROUP)?;
         let records = self.log.read(INGEST_TOPIC, from, self.config.batch_size)?;
         let Some(last) = records.last() else {
             return Ok(0);
         };
-        let next = last.offset + 1;
+        let mut next = last.offset + 1;
+        // Under the `block` policy: how many records (from the start) this step handles.
+        let mut end = records.len();
+        let mut blocked = None;
         let templates = self.templates();
         let mut touched: BTreeMap<String, Vec<VitalPoint>> = BTreeMap::new();
         // Fast path: prepare every record's Observations, then write them all in one
         // transaction (one fsync per batch instead of one per reading).
         let mut pending = Pending::default();
         let mut prepared = Vec::with_capacity(records.len());
-        for record in &records {
+        for (i, record) in records.iter().enumerate() {
             match self.process(&templates, record, Some(&mut pending)) {
                 Ok(_) => prepared.push(record),
-                Err(Processing::Failed(failure)) => self.dead_letter(record, &failure)?,
+                Err(Processing::Failed(failure)) => {
+                    if let Some(b) = self.fail(record, &failure)? {
+                        (next, end, blocked) = (record.offset, i, Some(b));
+                        break;
+                    }
+                }
                 Err(Processing::Infrastructure(e)) => return Err(e),
+            }
+        }
+        if end == 0 {
+            if let Some(b) = blocked.take() {
+                // Blocked at the first record: nothing to write.
+                return Err(b);
             }
         }
         let ops: Vec<WriteOp> = pending
@@ -270,13 +326,24 @@ impl Pipeline {
                                 touched.entry(p.patient_id.clone()).or_default().push(p);
                             }
                         }
-                        Err(Processing::Failed(failure)) => self.dead_letter(record, &failure)?,
+                        Err(Processing::Failed(failure)) => {
+                            if let Some(b) = self.fail(record, &failure)? {
+                                next = record.offset;
+                                end = records
+                                    .iter()
+                                    .position(|r| r.offset == record.offset)
+                                    .unwrap_or(0);
+                                blocked = Some(b);
+                                break;
+                            }
+                        }
                         Err(Processing::Infrastructure(e)) => return Err(e),
                     }
                 }
             }
             Err(e) => return Err(e.into()),
         }
+        let records = &records[..end];
         self.metrics.normalized(records.len() as u64);
         let mut scored = Vec::new();
         for patient_id in touched.keys() {
@@ -309,16 +376,67 @@ impl Pipeline {
             self.notify(Change::Patient(s.patient_id.clone()));
         }
         self.log.commit(INGEST_TOPIC, CONSUMER_GROUP, next)?;
+        if let (0, Some(b)) = (end, blocked) {
+            return Err(b);
+        }
         let now = now_millis();
-        for record in &records {
+        for record in records {
             self.metrics
                 .observe_pipeline_latency((now - record.timestamp_ms).max(0) as f64 / 1000.0);
         }
         Ok(records.len())
     }
 
+    /// A message failed: under `dead-letter`, records it and lets the stream go on
+    /// (`None`); under `block`, returns the error that holds the stream at it.
+    fn fail(
+        &self,
+        record: &Record,
+        failure: &Failure,
+    ) -> Result<Option<PipelineError>, PipelineError> {
+        if self.config.error_policy == ErrorPolicy::DeadLetter {
+            self.dead_letter(record, failure)?;
+            return Ok(None);
+        }
+        let mut blocked = self
+            .blocked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let attempts = match *blocked {
+            Some((offset, n)) if offset == record.offset => n + 1,
+            _ => {
+                // Counted once per message; each attempt counts as a retry.
+                self.metrics.error(&failure.kind);
+                1
+            }
+        };
+        *blocked = Some((record.offset, attempts));
+        self.metrics.pipeline_retry(&failure.kind);
+        Ok(Some(PipelineError::Blocked {
+            offset: record.offset,
+            kind: failure.kind.clone(),
+            message: failure.message.clone(),
+            attempts,
+        }))
+    }
+
+    /// The message the `block` policy holds the stream at, with the attempts so far.
+    pub fn blocked_at(&self) -> Option<(u64, u32)> {
+        *self
+            .blocked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A resource was written through the FHIR API: drop cached identities it may
+    /// change (a Device re-linked to another Patient).
+    pub fn resource_written(&self, resource_type: &str, id: &str) {
+        self.identity.invalidate(resource_type, id);
+    }
+
     fn dead_letter(&self, record: &Record, failure: &Failure) -> Result<(), PipelineError> {
         self.metrics.dead_lettered(&failure.kind);
+        self.metrics.error(&failure.kind);
         tracing::warn!(offset = record.offset, kind = %failure.kind, error = %failure.message, "message dead-lettered");
         let envelope: Value = serde_json::from_slice(&record.payload).unwrap_or_else(|_| {
             Value::String(String::from_utf8_lossy(&record.payload).into_owned())
@@ -355,9 +473,17 @@ impl Pipeline {
         record: &Record,
         pending: Option<&mut Pending>,
     ) -> Result<Vec<VitalPoint>, Processing> {
+        // Replays and blocked retries are not counted again.
+        let first_seen = self
+            .events_counted
+            .fetch_max(record.offset + 1, Ordering::Relaxed)
+            <= record.offset;
+        if first_seen {
+            self.metrics.device_event();
+        }
         let envelope: Value = serde_json::from_slice(&record.payload).map_err(|e| {
             Failure::new(
-                "InvalidFormat",
+                "InvalidDataFormatException",
                 format!("the stored message is not JSON: {e}"),
             )
         })?;
@@ -365,7 +491,7 @@ impl Pipeline {
             .as_str()
             .ok_or_else(|| {
                 Failure::new(
-                    "DeviceIdentityNotDefined",
+                    "ResourceIdentityNotDefinedException",
                     "the message has no authenticated device id",
                 )
             })?
@@ -374,6 +500,14 @@ impl Pipeline {
             .device
             .normalize(&envelope)
             .map_err(|e| Failure::new(e.kind(), e.to_string()))?;
+        if first_seen {
+            self.metrics.normalized_events(measurements.len() as u64);
+            self.metrics
+                .observe_stage_latency(NORMALIZATION_LATENCY, seconds_since(record.timestamp_ms));
+            if measurements.is_empty() {
+                self.metrics.dropped_event();
+            }
+        }
         if measurements.is_empty() {
             return Err(Failure::new(
                 "TemplateNotFound",
@@ -381,42 +515,14 @@ impl Pipeline {
             )
             .into());
         }
-        let patient_id = self
-            .registry
-            .patient_of(&device_id)
-            .map_err(|e| Processing::Infrastructure(e.into()))?
-            .ok_or_else(|| {
-                Failure::new(
-                    "ResourceNotFound",
-                    format!("Device/{device_id} is not registered"),
-                )
-            })?;
-        for m in &measurements {
-            if m.device_id != device_id {
-                return Err(Failure::new(
-                    "DeviceMismatch",
-                    format!(
-                        "the message names device {} but was sent by device {device_id}",
-                        m.device_id
-                    ),
-                )
-                .into());
-            }
-            if let Some(p) = &m.patient_id {
-                if *p != patient_id {
-                    return Err(Failure::new(
-                        "PatientDeviceMismatch",
-                        format!("the message names patient {p} but device {device_id} belongs to Patient/{patient_id}"),
-                    )
-                    .into());
-                }
-            }
+        let resolved = self.identity.resolve(&device_id, &measurements)?;
+        if resolved.linked {
+            // Create mode made or linked the Patient: put it on the worklist.
+            self.ensure_patient(&resolved.patient_id)?;
         }
-        let identity = Identity {
-            patient_id: patient_id.clone(),
-            device_id: device_id.clone(),
-            encounter_id: None,
-        };
+        let patient_id = resolved.patient_id.clone();
+        // FhirResourceSaved operations of this record's Observations.
+        let mut saved: Vec<&'static str> = Vec::new();
         let grouping = vigil_medtech::group(&measurements, &templates.fhir);
         if let Some(rejected) = grouping.rejected.first() {
             return Err(Failure::new(
@@ -430,6 +536,7 @@ impl Pipeline {
             // Collected first, merged into the batch only if the whole record succeeds.
             let mut mine: Vec<(String, PendingObservation)> = Vec::new();
             for group in &grouping.groups {
+                let identity = resolved.identity_for(group);
                 let id = vigil_medtech::observation_id(group, &identity);
                 let earlier = mine
                     .iter()
@@ -458,8 +565,18 @@ impl Pipeline {
                     .observation_for(group, &identity, existing.as_ref())
                     .map_err(|e| Failure::new(e.kind(), e.to_string()))?;
                 let mut resource = match change {
-                    ObservationChange::Create(v) | ObservationChange::Update(v) => v,
-                    ObservationChange::Unchanged => continue,
+                    ObservationChange::Create(v) => {
+                        saved.push("Created");
+                        v
+                    }
+                    ObservationChange::Update(v) => {
+                        saved.push("Updated");
+                        v
+                    }
+                    ObservationChange::Unchanged => {
+                        saved.push("NoOperation");
+                        continue;
+                    }
                 };
                 resource["id"] = Value::String(id.clone());
                 mine.push((
@@ -477,9 +594,11 @@ impl Pipeline {
                 }
                 pending.by_id.insert(id, p);
             }
+            self.converted(record, measurements.len(), grouping.groups.len(), &saved);
             return Ok(points);
         }
         for group in &grouping.groups {
+            let identity = resolved.identity_for(group);
             let id = vigil_medtech::observation_id(group, &identity);
             let mut attempts = 0;
             loop {
@@ -500,9 +619,13 @@ impl Pipeline {
                         existing.as_ref().map(|s| s.resource.as_ref()),
                     )
                     .map_err(|e| Failure::new(e.kind(), e.to_string()))?;
-                let resource = match change {
-                    ObservationChange::Create(v) | ObservationChange::Update(v) => v,
-                    ObservationChange::Unchanged => break,
+                let (resource, operation) = match change {
+                    ObservationChange::Create(v) => (v, "Created"),
+                    ObservationChange::Update(v) => (v, "Updated"),
+                    ObservationChange::Unchanged => {
+                        saved.push("NoOperation");
+                        break;
+                    }
                 };
                 let mut resource = resource;
                 resource["id"] = Value::String(id.clone());
@@ -513,6 +636,7 @@ impl Pipeline {
                     existing.as_ref().map(|s| s.version),
                 ) {
                     Ok((stored, _)) => {
+                        saved.push(operation);
                         self.metrics.observations_written(1);
                         points.extend(crate::vitals::vital_points(&patient_id, &stored.resource));
                         break;
@@ -526,7 +650,40 @@ impl Pipeline {
                 }
             }
         }
+        self.converted(record, measurements.len(), grouping.groups.len(), &saved);
         Ok(points)
+    }
+
+    /// A record went through FHIR conversion: count it once, and release the `block`
+    /// policy if it was the message holding the stream.
+    fn converted(&self, record: &Record, measurements: usize, groups: usize, saved: &[&str]) {
+        if self
+            .conversions_counted
+            .fetch_max(record.offset + 1, Ordering::Relaxed)
+            <= record.offset
+        {
+            self.metrics
+                .measurements(measurements as u64, groups as u64);
+            for operation in saved {
+                self.metrics.fhir_resource_saved("Observation", operation);
+            }
+            self.metrics
+                .observe_stage_latency(GROUPING_LATENCY, seconds_since(record.timestamp_ms));
+        }
+        let mut blocked = self
+            .blocked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((offset, attempts)) = *blocked {
+            if offset == record.offset {
+                tracing::info!(
+                    offset,
+                    attempts,
+                    "blocked message processed; the pipeline goes on"
+                );
+                *blocked = None;
+            }
+        }
     }
 
     fn spo2_scale(&self, patient_id: &str) -> Result<SpO2Scale, PipelineError> {
@@ -846,6 +1003,20 @@ impl From<Failure> for Processing {
     }
 }
 
+impl From<ResolveError> for Processing {
+    fn from(e: ResolveError) -> Self {
+        match e {
+            ResolveError::Failed(f) => Processing::Failed(f),
+            ResolveError::Store(s) => Processing::Infrastructure(s.into()),
+        }
+    }
+}
+
+/// Seconds from a log timestamp to now (0 for a clock step backwards).
+fn seconds_since(timestamp_ms: i64) -> f64 {
+    (now_millis() - timestamp_ms).max(0) as f64 / 1000.0
+}
+
 impl From<PipelineError> for Processing {
     fn from(e: PipelineError) -> Self {
         Processing::Infrastructure(e)
@@ -867,4 +1038,29 @@ pub enum PipelineError {
     /// Anything else.
     #[error("{0}")]
     Internal(String),
+    /// The `block` error policy holds the stream at a failing message.
+    #[error("blocked at ingest offset {offset} after {attempts} attempt(s): {kind}: {message}")]
+    Blocked {
+        /// The message's offset in the ingest topic.
+        offset: u64,
+        /// Its error kind.
+        kind: String,
+        /// What went wrong.
+        message: String,
+        /// Attempts so far.
+        attempts: u32,
+    },
+}
+
+/// Sleeps `total`, waking early when `stop` is set (a long backoff must not delay
+/// shutdown).
+fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {
+    let deadline = std::time::Instant::now() + total;
+    while !stop.load(Ordering::Relaxed) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
 }

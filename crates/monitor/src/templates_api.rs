@@ -543,6 +543,15 @@ async fn put_templates(
                 ))
             }
             Err(errors) => {
+                for (which, error_type) in
+                    [("device", "DeviceTemplateError"), ("fhir", "FHIRTemplateError")]
+                {
+                    if errors.iter().any(|e| e["template"] == which) {
+                        monitor
+                            .metrics
+                            .error_as("InvalidTemplateException", error_type);
+                    }
+                }
                 return Ok((
                     StatusCode::BAD_REQUEST,
                     Json(json!({

@@ -218,6 +218,12 @@ fn templates_are_replaced_validated_versioned_and_saved() {
         h.monitor.pipeline.templates().device.templates.len(),
         before
     );
+    // Counted as the reference's template errors, per template.
+    let m = h.monitor.metrics.render();
+    for error_type in ["DeviceTemplateError", "FHIRTemplateError"] {
+        let line = format!("vigil_medtech_errors_total{{name=\"InvalidTemplateException\",error_type=\"{error_type}\",severity=\"blocking\",stage=\"templates\"}} 1");
+        assert!(m.lines().any(|l| l == line), "{line} in\n{m}");
+    }
     assert_eq!(
         h.call("GET", "/v1/templates", Some(&reader), None).1["version"],
         0
@@ -321,3 +327,6 @@ fn latest_saved_version_ignores_incomplete_and_foreign_entries() {
     assert_eq!(f, root.join("v10/fhirmapping.json"));
     let _: &Path = dir.path();
 }
+
+#[path = "monitor/medtech.rs"]
+mod medtech;

@@ -22,7 +22,7 @@ use vigil_store::{FhirStore, HistoryPage, HistoryQuery, HistoryScope, ReadOutcom
 
 /// An authenticated caller.
 pub(crate) struct Ctx {
-    pub access: AccessContext,
+    pub access: crate::careteam::Access,
     pub claims: Claims,
 }
 
@@ -46,6 +46,20 @@ impl Req {
 pub(crate) struct Action {
     pub name: String,
     pub target: String,
+}
+
+/// `[base]/` (outside the nested router, so the path still has the prefix): the same as
+/// `[base]`.
+pub(crate) async fn dispatch_base(State(api): State<FhirApi>, mut request: Request) -> Response {
+    let uri = match request.uri().query() {
+        Some(q) => format!("/?{q}"),
+        None => "/".to_string(),
+    };
+    match uri.parse() {
+        Ok(u) => *request.uri_mut() = u,
+        Err(_) => return ApiError::bad_request("invalid request URI").into_response(),
+    }
+    dispatch(State(api), request).await
 }
 
 /// The axum handler behind every FHIR route.
@@ -91,7 +105,7 @@ pub(crate) async fn dispatch(State(api): State<FhirApi>, request: Request) -> Re
     if req.method == Method::GET && req.segs.len() == 1 && req.segs[0] == "metadata" {
         return fhir_response(StatusCode::OK, &crate::capability::statement(&api));
     }
-    let ctx = match authenticate(&api, &req.headers) {
+    let ctx = match authenticate(&api, &req.headers).await {
         Ok(ctx) => ctx,
         Err(e) => {
             api.inner.audit.append(AuditRecord {
@@ -121,10 +135,25 @@ pub(crate) async fn dispatch(State(api): State<FhirApi>, request: Request) -> Re
     resp
 }
 
-fn authenticate(api: &FhirApi, headers: &HeaderMap) -> Result<Ctx, ApiError> {
+async fn authenticate(api: &FhirApi, headers: &HeaderMap) -> Result<Ctx, ApiError> {
+    use crate::careteam::Access;
     let token = vigil_auth::bearer_token(header_str(headers, "authorization"))?;
     let claims = api.inner.key.verify_now(token)?;
-    let access = AccessContext::from_claims(&claims)?;
+    let full = AccessContext::from_claims(&claims)?;
+    let access = match (api.care_team_policy(), Access::policy_subject(&full)) {
+        (Some(policy), Some(fhir_user)) => {
+            let patients = if fhir_user.is_empty() {
+                // A user/ token that names no user reaches no patient.
+                Some(Default::default())
+            } else {
+                tokio::task::spawn_blocking(move || policy.patients_for(&fhir_user))
+                    .await
+                    .map_err(|e| ApiError::Internal(format!("care-team lookup failed: {e}")))??
+            };
+            Access::with_patients(full, patients)
+        }
+        _ => Access::unrestricted(full),
+    };
     Ok(Ctx { access, claims })
 }
 
@@ -410,6 +439,7 @@ async fn create(api: &FhirApi, ctx: &Ctx, t: &str, req: &Req) -> Result<Response
     }
     validate_for_write(&resource)?;
     let stored = blocking(api, move |s| s.create(resource)).await?;
+    api.notify_write(&stored.resource_type, &stored.id);
     Ok(write_response(
         api,
         StatusCode::CREATED,
@@ -449,6 +479,7 @@ pub(crate) async fn put_resource(
     validate_for_write(&resource)?;
     let (tt, ii) = (t.to_string(), id.to_string());
     let (stored, created) = blocking(api, move |s| s.update(&tt, &ii, resource, if_match)).await?;
+    api.notify_write(t, id);
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -549,6 +580,9 @@ pub(crate) async fn delete_one(
     }
     let (tt, ii) = (t.to_string(), id.to_string());
     let tomb = blocking(api, move |s| s.delete(&tt, &ii, if_match)).await?;
+    if tomb.is_some() {
+        api.notify_write(t, id);
+    }
     let mut resp = match prefer {
         ReturnPref::OperationOutcome => fhir_response(
             StatusCode::OK,

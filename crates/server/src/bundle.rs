@@ -579,6 +579,9 @@ async fn transaction(
     }
 
     let outcomes: Vec<WriteOutcome> = blocking(api, move |s| s.transaction(ops)).await?;
+    for stored in outcomes.iter().filter_map(WriteOutcome::stored) {
+        api.notify_write(&stored.resource_type, &stored.id);
+    }
 
     let mut out = Vec::with_capacity(entries.len());
     let minimal = prefer.ret == http::ReturnPref::Minimal;

@@ -235,7 +235,10 @@ pub(crate) async fn patch_resource(
         })
         .await?
         {
-            Ok(r) => return Ok(r),
+            Ok(r) => {
+                api.notify_write(t, id);
+                return Ok(r);
+            }
             Err(StoreError::VersionConflict { .. }) if if_match.is_none() => continue,
             Err(e) => return Err(e.into()),
         }

@@ -28,7 +28,25 @@ fn start_with(
     wrap: Option<fn(SqliteStore) -> Arc<dyn FhirStore>>,
 ) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("fhir.db")).unwrap();
+    let (base, api, key) = launch(dir.path(), "fhir.db", tweak, wrap, None);
+    Server {
+        base,
+        api,
+        key,
+        dir,
+    }
+}
+
+/// A server on `dir` (store file `db` in it, exports in `dir/export`, the audit in
+/// `dir/audit.jsonl`), with an optional care-team policy; runs until the test ends.
+fn launch(
+    dir: &std::path::Path,
+    db: &str,
+    tweak: impl FnOnce(&mut FhirServerConfig),
+    wrap: Option<fn(SqliteStore) -> Arc<dyn FhirStore>>,
+    policy: Option<Arc<dyn vigil_server::CareTeamPolicy>>,
+) -> (String, FhirApi, Arc<SigningKey>) {
+    let store = SqliteStore::open(&dir.join(db)).unwrap();
     let store: Arc<dyn FhirStore> = match wrap {
         Some(w) => w(store),
         None => Arc::new(store),
@@ -45,21 +63,19 @@ fn start_with(
     let addr = listener.local_addr().unwrap();
     let base = format!("http://{addr}/fhir");
     let mut config = FhirServerConfig::new(&base);
-    config.audit_file = Some(dir.path().join("audit.jsonl"));
-    config.export_dir = dir.path().join("export");
+    config.audit_file = Some(dir.join("audit.jsonl"));
+    config.export_dir = dir.join("export");
     tweak(&mut config);
-    let api = FhirApi::new(store, key.clone(), config);
-    let app = axum::Router::new().nest("/fhir", api.router());
+    let mut api = FhirApi::new(store, key.clone(), config);
+    if let Some(p) = policy {
+        api = api.with_care_team_policy(p);
+    }
+    let app = axum::Router::new().merge(api.mount("/fhir"));
     std::thread::spawn(move || {
         rt.block_on(vigil_server::serve(listener, app, std::future::pending()))
             .unwrap();
     });
-    Server {
-        base,
-        api,
-        key,
-        dir,
-    }
+    (base, api, key)
 }
 
 struct Resp {
@@ -197,6 +213,14 @@ fn link(r: &Resp, rel: &str) -> Option<String> {
 mod basics;
 #[path = "server/bundles.rs"]
 mod bundles;
+#[path = "server/care_team.rs"]
+mod care_team;
+#[path = "server/exports.rs"]
+mod exports;
+#[path = "server/mounting.rs"]
+mod mounting;
+#[path = "server/observer.rs"]
+mod observer;
 #[path = "server/search.rs"]
 mod search;
 #[path = "server/third_party.rs"]

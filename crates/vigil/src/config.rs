@@ -27,6 +27,9 @@ pub struct ServeArgs {
     /// (`postgres://user@host:5432/db`; needs a build with the `postgres` feature).
     #[arg(long, env = "VIGIL_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// The PostgreSQL schema holding Vigil's tables (created if absent). [default: vigil]
+    #[arg(long, env = "VIGIL_DATABASE_SCHEMA")]
+    pub database_schema: Option<String>,
     /// MedTech device-mapping template file. [default: Vigil's templates for its demo devices]
     #[arg(long, env = "VIGIL_DEVICE_TEMPLATES")]
     pub device_templates: Option<PathBuf>,
@@ -44,6 +47,17 @@ pub struct ServeArgs {
     /// Care team that patients first seen by the pipeline are assigned to.
     #[arg(long, env = "VIGIL_DEFAULT_TEAM")]
     pub default_team: Option<String>,
+    /// How the pipeline finds a message's Patient: `Lookup` (Device.patient),
+    /// `LookupWithEncounter` (also an Encounter by the message's encounter id) or
+    /// `Create` (creates the Patient from the message's patient id and links the
+    /// Device). [default: Lookup]
+    #[arg(long, env = "VIGIL_IDENTITY_RESOLUTION")]
+    pub identity_resolution: Option<String>,
+    /// What the pipeline does with a message it cannot process: `dead-letter` (record
+    /// it and go on) or `block` (retry it with backoff, never moving past it).
+    /// [default: dead-letter]
+    #[arg(long, env = "VIGIL_ERROR_POLICY")]
+    pub error_policy: Option<String>,
     /// Largest ingest request body in bytes. [default: 1048576]
     #[arg(long, env = "VIGIL_INGEST_MAX_BODY_BYTES")]
     pub ingest_max_body_bytes: Option<usize>,
@@ -66,11 +80,14 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     public_url: Option<String>,
     database_url: Option<String>,
+    database_schema: Option<String>,
     device_templates: Option<PathBuf>,
     fhir_templates: Option<PathBuf>,
     score_window_minutes: Option<u64>,
     flag_recovery_minutes: Option<u64>,
     default_team: Option<String>,
+    identity_resolution: Option<String>,
+    error_policy: Option<String>,
     ingest_max_body_bytes: Option<usize>,
     fhir_max_body_bytes: Option<usize>,
     search_timeout_seconds: Option<u64>,
@@ -84,11 +101,14 @@ pub struct Config {
     pub listen: SocketAddr,
     pub public_url: String,
     pub database_url: Option<String>,
+    pub database_schema: String,
     pub device_templates: Option<PathBuf>,
     pub fhir_templates: Option<PathBuf>,
     pub score_window: Duration,
     pub flag_recovery: Duration,
     pub default_team: Option<String>,
+    pub identity_resolution: vigil_monitor::IdentityResolutionType,
+    pub error_policy: vigil_monitor::ErrorPolicy,
     pub ingest_max_body_bytes: usize,
     pub fhir_max_body_bytes: usize,
     pub search_timeout: Duration,
@@ -147,6 +167,11 @@ impl Config {
                 .trim_end_matches('/')
                 .to_string(),
             database_url: args.database_url.clone().or(file.database_url),
+            database_schema: args
+                .database_schema
+                .clone()
+                .or(file.database_schema)
+                .unwrap_or_else(|| "vigil".to_string()),
             device_templates: args.device_templates.clone().or(file.device_templates),
             fhir_templates: args.fhir_templates.clone().or(file.fhir_templates),
             score_window: Duration::from_secs(window * 60),
@@ -157,6 +182,22 @@ impl Config {
                     * 60,
             ),
             default_team: args.default_team.clone().or(file.default_team),
+            identity_resolution: match args
+                .identity_resolution
+                .clone()
+                .or(file.identity_resolution)
+            {
+                Some(s) => s
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("identity_resolution: {e}"))?,
+                None => Default::default(),
+            },
+            error_policy: match args.error_policy.clone().or(file.error_policy) {
+                Some(s) => s
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("error_policy: {e}"))?,
+                None => Default::default(),
+            },
             ingest_max_body_bytes: args
                 .ingest_max_body_bytes
                 .or(file.ingest_max_body_bytes)

@@ -29,7 +29,7 @@ enum Command {
     Token(cmd::token::Args),
     /// Run Vigil: FHIR API, device ingest, pipeline, alerts and dashboard, until
     /// SIGINT/SIGTERM.
-    Serve(cmd::serve::Args),
+    Serve(Box<cmd::serve::Args>),
     /// Run the whole system with a simulated cohort streaming live.
     Demo(cmd::demo::Args),
     /// Device credentials (`vigil devices add --patient ID --type pulse-oximeter`).
@@ -48,7 +48,7 @@ fn main() -> ExitCode {
         Command::Fhirpath(args) => cmd::fhirpath::run(args),
         Command::Validate(args) => cmd::validate::run(args),
         Command::Token(args) => cmd::token::run(args),
-        Command::Serve(args) => cmd::serve::run(args),
+        Command::Serve(args) => cmd::serve::run(*args),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Devices(args) => cmd::devices::run(args),
         Command::Users(args) => args.run(),

@@ -1,6 +1,8 @@
 //! The `vigil` command line, run as a real process.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "cli/care_team.rs"]
+mod care_team;
 #[path = "cli/spine.rs"]
 mod spine;
 #[path = "cli/templates.rs"]
@@ -186,4 +188,21 @@ fn token_issue_prints_a_token_the_data_dir_key_verifies() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid SMART scope"));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Without the `postgres` feature, `--database-url` is refused with how to get it
+/// (`tests/serve_postgres.rs` covers the feature).
+#[cfg(not(feature = "postgres"))]
+#[test]
+fn serve_refuses_database_url_without_the_postgres_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--database-url", "postgres://postgres@127.0.0.1:5432/test"])
+        .output()
+        .expect("run vigil");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--features postgres"), "{err}");
 }

@@ -115,7 +115,7 @@ fn bundle_entry_limit_and_type() {
 }
 
 /// Kick off an export and poll it to its manifest.
-fn export(s: &Server, token: &str, path: &str) -> Value {
+pub(crate) fn export(s: &Server, token: &str, path: &str) -> Value {
     let r = s.call(
         "GET",
         path,
@@ -136,7 +136,7 @@ fn export(s: &Server, token: &str, path: &str) -> Value {
     panic!("export did not finish");
 }
 
-fn count_of(manifest: &Value, t: &str) -> u64 {
+pub(crate) fn count_of(manifest: &Value, t: &str) -> u64 {
     manifest["output"]
         .as_array()
         .unwrap()

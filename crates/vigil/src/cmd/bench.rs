@@ -433,7 +433,7 @@ fn bench_fhir(args: FhirArgs) -> Result<()> {
     config.export_dir = data_dir.join("export");
     config.audit_file = Some(data_dir.join("audit.jsonl"));
     let api = FhirApi::try_new(store.clone(), key, config)?;
-    let app = axum::Router::new().nest("/fhir", api.router());
+    let app = axum::Router::new().merge(api.mount("/fhir"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = runtime.spawn(vigil_server::serve(listener, app, async move {
         let _ = stopped.await;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use vigil_monitor::{DeviceRegistry, MonitorDb};
-use vigil_store::{FhirStore, SqliteStore};
+use vigil_store::FhirStore;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,6 +31,12 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// The server's PostgreSQL FHIR store, when it runs on one (as `vigil serve`).
+        #[arg(long, env = "VIGIL_DATABASE_URL")]
+        database_url: Option<String>,
+        /// The server's PostgreSQL schema. [default: vigil]
+        #[arg(long, env = "VIGIL_DATABASE_SCHEMA")]
+        database_schema: Option<String>,
     },
     /// List registered devices.
     List {
@@ -59,18 +65,26 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
-fn open(data_dir: &std::path::Path) -> Result<(Arc<SqliteStore>, Arc<MonitorDb>)> {
+/// The FHIR store `vigil serve` uses with these settings, and the monitor database.
+fn open(args: ServeArgs) -> Result<(Arc<dyn FhirStore>, Arc<MonitorDb>)> {
+    let config = Config::resolve(&args)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let store = crate::cmd::serve::open_fhir_store(&config)?.store;
+    let db = Arc::new(MonitorDb::open(&config.data_dir.join("monitor.db"))?);
+    Ok((store, db))
+}
+
+fn monitor_db(data_dir: &std::path::Path) -> Result<Arc<MonitorDb>> {
     let config = Config::resolve(&ServeArgs {
         data_dir: Some(data_dir.to_path_buf()),
         ..Default::default()
     })?;
-    let fhir_dir = config.data_dir.join("fhir");
-    std::fs::create_dir_all(&fhir_dir)
-        .with_context(|| format!("creating {}", fhir_dir.display()))?;
-    let store =
-        Arc::new(SqliteStore::open(&fhir_dir.join("store.db")).context("opening the FHIR store")?);
-    let db = Arc::new(MonitorDb::open(&config.data_dir.join("monitor.db"))?);
-    Ok((store, db))
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    Ok(Arc::new(MonitorDb::open(
+        &config.data_dir.join("monitor.db"),
+    )?))
 }
 
 fn devices(args: Args) -> Result<()> {
@@ -80,10 +94,16 @@ fn devices(args: Args) -> Result<()> {
             patient,
             kind,
             json,
+            database_url,
+            database_schema,
         } => {
-            let (store, db) = open(&data_dir)?;
-            let store_dyn: Arc<dyn FhirStore> = store.clone();
-            let registry = DeviceRegistry::new(db.clone(), store_dyn);
+            let (store, db) = open(ServeArgs {
+                data_dir: Some(data_dir),
+                database_url,
+                database_schema,
+                ..Default::default()
+            })?;
+            let registry = DeviceRegistry::new(db.clone(), store.clone());
             let patient = patient
                 .strip_prefix("Patient/")
                 .unwrap_or(&patient)
@@ -109,7 +129,7 @@ fn devices(args: Args) -> Result<()> {
             Ok(())
         }
         Command::List { data_dir, patient } => {
-            let (_, db) = open(&data_dir)?;
+            let db = monitor_db(&data_dir)?;
             for d in db.devices(patient.as_deref())? {
                 println!(
                     "{}\tPatient/{}\t{}\t{}",
@@ -126,7 +146,7 @@ fn devices(args: Args) -> Result<()> {
             Ok(())
         }
         Command::Revoke { data_dir, device } => {
-            let (_, db) = open(&data_dir)?;
+            let db = monitor_db(&data_dir)?;
             db.revoke_device(&device, vigil_store::now_millis())?;
             println!("revoked Device/{device}");
             Ok(())

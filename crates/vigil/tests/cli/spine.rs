@@ -525,3 +525,83 @@ fn acknowledged_readings_survive_sigkill() {
         (count() == n).then_some(())
     });
 }
+
+/// The pipeline caches Device → Patient links; a Device re-linked through the FHIR
+/// API is seen by the next reading (the FHIR server's write observer drops the cache).
+#[test]
+fn relinking_a_device_through_the_fhir_api_moves_its_next_readings() {
+    let dir = tempfile::tempdir().unwrap();
+    let bearer = format!("Bearer {}", token(dir.path()));
+    let server = Server::start(dir.path());
+    let base = server.base.clone();
+    let a = agent();
+    let first = create_patient(&a, &base, &bearer);
+    let second = create_patient(&a, &base, &bearer);
+    let credential = add_device(&a, &base, &bearer, &first, "thermometer");
+    let device = credential
+        .trim_start_matches("Bearer ")
+        .split('.')
+        .next()
+        .unwrap()
+        .to_string();
+    let observations = |patient: &str| {
+        let (status, body) = call(
+            a.get(&format!(
+                "{base}/fhir/Observation?subject=Patient/{patient}"
+            ))
+            .set("Authorization", &bearer),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        body["entry"].as_array().cloned().unwrap_or_default()
+    };
+    let reading = |minutes: i64| json!({"type": "thermometer", "temperature": 37.1, "measuredAt": at(minutes)});
+    assert_eq!(ingest(&a, &base, &credential, &reading(-30)).0, 202);
+    wait_for("the first Observation", || {
+        (observations(&first).len() == 1).then_some(())
+    });
+
+    // Re-link the Device to the second patient with a PUT through /fhir.
+    let (status, mut d) = call(
+        a.get(&format!("{base}/fhir/Device/{device}"))
+            .set("Authorization", &bearer),
+        None,
+    );
+    assert_eq!(status, 200, "{d}");
+    d["patient"] = json!({"reference": format!("Patient/{second}")});
+    let (status, body) = call(
+        a.put(&format!("{base}/fhir/Device/{device}"))
+            .set("Authorization", &bearer),
+        Some(&d),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    assert_eq!(ingest(&a, &base, &credential, &reading(-20)).0, 202);
+    let entries = wait_for("the Observation of the second patient", || {
+        let e = observations(&second);
+        (e.len() == 1).then_some(e)
+    });
+    let o = &entries[0]["resource"];
+    assert_eq!(o["subject"]["reference"], format!("Patient/{second}"));
+    assert_eq!(o["device"]["reference"], format!("Device/{device}"));
+    assert_eq!(observations(&first).len(), 1);
+}
+
+#[test]
+fn serve_refuses_unknown_identity_resolution_and_error_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, value, named) in [
+        ("--identity-resolution", "Guess", "identity_resolution"),
+        ("--error-policy", "retry", "error_policy"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args([flag, value])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(named) && err.contains(value), "{err}");
+    }
+}
