@@ -10,6 +10,10 @@ use vigil_fhir::search::{
     QuantityValue, ReferenceValue, StringValue, TokenValue, UriValue,
 };
 
+/// Parameters answered from the `resource` row's own columns (`id`, `last_updated`):
+/// no index rows are stored for them (every live resource of a known type has both).
+pub(crate) const ROW_COLUMN_PARAMS: [&str; 2] = ["_id", "_lastUpdated"];
+
 /// The first row key of resource `rid` (its rows are `first..first + KEY_SPAN`).
 pub(crate) fn first_key(rid: i64) -> i64 {
     rid.saturating_mul(KEY_SPAN)
@@ -233,13 +237,38 @@ pub(crate) fn read_rows(
     id: &str,
 ) -> rusqlite::Result<Vec<(String, OwnedIndexValue)>> {
     let mut out = Vec::new();
-    let rid: Option<i64> = conn
-        .prepare_cached("SELECT rid FROM resource WHERE resource_type = ?1 AND id = ?2")?
-        .query_row([rt, id], |r| r.get(0))
+    let row: Option<(i64, i64, bool)> = conn
+        .prepare_cached(
+            "SELECT rid, last_updated, deleted FROM resource WHERE resource_type = ?1 AND id = ?2",
+        )?
+        .query_row([rt, id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0))
+        })
         .optional()?;
-    let Some(rid) = rid else {
+    let Some((rid, last_updated, deleted)) = row else {
         return Ok(out);
     };
+    if deleted {
+        return Ok(out);
+    }
+    // The rows of `ROW_COLUMN_PARAMS`, as extraction gives them, for the types it knows.
+    if vigil_fhir::search::SearchRegistry::r4()
+        .param(rt, "_id")
+        .is_some()
+    {
+        out.push((
+            "_id".to_string(),
+            IndexValue::Token(TokenValue {
+                system: None,
+                code: Some(Cow::Owned(id.to_string())),
+                text: None,
+                identifier_type: Vec::new(),
+            }),
+        ));
+        if let Some(d) = DateValue::from_fhir(&crate::time::format_rfc3339(last_updated)) {
+            out.push(("_lastUpdated".to_string(), IndexValue::Date(d)));
+        }
+    }
     let (first, end) = (first_key(rid), first_key(rid) + KEY_SPAN);
     let key = "WHERE k >= ?1 AND k < ?2 ORDER BY k";
     let mut q = |cols: &str,

@@ -27,7 +27,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use vigil_fhir::search::{DateValue, IndexValue, StringValue};
+use vigil_fhir::search::{IndexValue, StringValue};
 
 /// Most operations the writer puts into one group commit; bounds the latency a large
 /// queue adds to the first request of a group.
@@ -58,43 +58,36 @@ struct Job {
 /// Index rows of a resource to write, extracted before it reaches the writer thread (so
 /// extraction runs on the requesting threads, in parallel). They are extracted from the
 /// resource with its final id but placeholder `meta.versionId` and `meta.lastUpdated`:
-/// the writer adds the two rows that depend on them (`_lastUpdated`, `_content`) once it
-/// knows the version.
+/// the writer adds the `_content` row, which depends on them, once it knows the
+/// version. `_id` and `_lastUpdated` rows are not stored at all: searches read the
+/// `resource` row's columns, and [`index::read_rows`] gives them back.
+const CONTENT: &str = "_content";
+
 struct Prepared {
     rows: Vec<(&'static str, OwnedIndexValue)>,
-    /// Whether extraction gave a `_lastUpdated` row (it gives none for unknown types).
-    last_updated: bool,
     /// Whether extraction gave a `_content` row.
     content: bool,
 }
 
-const LAST_UPDATED: &str = "_lastUpdated";
-const CONTENT: &str = "_content";
-
 impl Prepared {
     fn extract(resource: &Value, id: &str) -> Prepared {
         let with_id = with_meta(resource, id, 1, "1970-01-01T00:00:00Z");
-        let (mut last_updated, mut content) = (false, false);
+        let mut content = false;
         let rows = crate::index::extract_rows(&with_id)
             .into_iter()
             .filter(|(p, _)| {
-                last_updated |= *p == LAST_UPDATED;
                 content |= *p == CONTENT;
-                *p != LAST_UPDATED && *p != CONTENT
+                *p != CONTENT && !index::ROW_COLUMN_PARAMS.contains(p)
             })
             .map(|(p, v)| (p, v.into_owned()))
             .collect();
-        Prepared {
-            rows,
-            last_updated,
-            content,
-        }
+        Prepared { rows, content }
     }
 
     /// The rows that depend on the stored version: as extraction gives them for the
-    /// final resource `r` (`text` is its `meta.lastUpdated`).
-    fn version_rows(&self, r: &Value, text: &str) -> Vec<(&'static str, OwnedIndexValue)> {
-        let mut out = Vec::with_capacity(2);
+    /// final resource `r`.
+    fn version_rows(&self, r: &Value) -> Vec<(&'static str, OwnedIndexValue)> {
+        let mut out = Vec::with_capacity(1);
         if self.content {
             let exact = vigil_fhir::search::content_text(r);
             if !exact.is_empty() {
@@ -106,11 +99,6 @@ impl Prepared {
                         exact: Cow::Owned(exact),
                     }),
                 ));
-            }
-        }
-        if self.last_updated {
-            if let Some(d) = DateValue::from_fhir(text) {
-                out.push((LAST_UPDATED, IndexValue::Date(d)));
             }
         }
         out
@@ -922,8 +910,16 @@ fn write_version(
     };
     // Rows extracted by the requester (plus the version-dependent ones), or here.
     let (rows, extra) = match (prepared, &resource) {
-        (Some(p), Some(r)) => (Cow::Borrowed(p.rows.as_slice()), p.version_rows(r, &text)),
-        (None, Some(r)) => (Cow::Owned(crate::index::extract_rows(r)), Vec::new()),
+        (Some(p), Some(r)) => (Cow::Borrowed(p.rows.as_slice()), p.version_rows(r)),
+        (None, Some(r)) => (
+            Cow::Owned(
+                crate::index::extract_rows(r)
+                    .into_iter()
+                    .filter(|(p, _)| !index::ROW_COLUMN_PARAMS.contains(p))
+                    .collect(),
+            ),
+            Vec::new(),
+        ),
         (_, None) => (Cow::Owned(Vec::new()), Vec::new()),
     };
     let count = rows.len() + extra.len();

@@ -713,6 +713,24 @@ fn leaf_cond(q: &mut Sql, c: &Clause, o: &str) -> Result<()> {
         q.s(")");
         return Ok(());
     }
+    if super::index::ROW_COLUMN_PARAMS.contains(&code) {
+        // No index rows are stored for these (every live resource has both): what is
+        // left is `:missing`, true of none; other modifiers mean nothing here.
+        q.s("(0");
+        for v in &c.values {
+            match v {
+                SearchValue::Missing(m) => q.s(if *m { " OR 0" } else { " OR 1" }),
+                _ => {
+                    return Err(invalid(format!(
+                        "`{code}` does not support the :{} modifier",
+                        c.modifier.as_ref().map_or("", |m| m.as_str())
+                    )))
+                }
+            };
+        }
+        q.s(")");
+        return Ok(());
+    }
     let table = table_for(c.param.param_type)?;
     let x = q.alias("x");
     // Correlated probes of one resource's rows: always by its key range. Without
