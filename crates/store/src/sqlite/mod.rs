@@ -112,9 +112,23 @@ fn prepare(ops: &mut [WriteOp]) -> Vec<Option<Prepared>> {
         .map(|op| match op {
             WriteOp::Create { resource, id } => {
                 let id = id.get_or_insert_with(crate::new_id);
-                Some(Prepared::extract(resource, id))
+                let prepared = Prepared::extract(resource, id);
+                *resource = with_meta(resource, id, 0, "");
+                Some(prepared)
             }
-            WriteOp::Update { resource, id, .. } => Some(Prepared::extract(resource, id)),
+            WriteOp::Update { resource, id, .. } => {
+                let prepared = Prepared::extract(resource, id);
+                // Put the body in its stored shape here, so the writer only fills in
+                // the version; a body naming another id keeps it, for the writer to
+                // refuse.
+                if resource
+                    .get("id")
+                    .is_none_or(|b| b.as_str() == Some(id.as_str()))
+                {
+                    *resource = with_meta(resource, id, 0, "");
+                }
+                Some(prepared)
+            }
             WriteOp::Delete { .. } => None,
         })
         .collect()
@@ -625,14 +639,14 @@ impl Writer {
             }
             return;
         }
-        let mut results: sync::Answers = Vec::with_capacity(batch.len());
+        let mut results: Vec<(Job, Result<Vec<WriteOutcome>>)> = Vec::with_capacity(batch.len());
         // First without savepoints: a savepoint makes SQLite copy every page a request
         // touches into its sub-journal, and pages at the end of the indexes are touched
         // by every request of a group. Requests rarely fail; when one does, the group is
         // rolled back and applied again with a savepoint per request.
         let mut pending = Some(batch);
         let mut isolated = false;
-        while let Some(batch) = pending.take() {
+        while let Some(mut batch) = pending.take() {
             if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
                 let err = storage(e);
                 for job in batch {
@@ -641,17 +655,17 @@ impl Writer {
                 return;
             }
             if isolated {
-                for job in batch {
-                    let result = self.apply_job(&conn, &job.ops, &job.rows, now);
-                    results.push((job.reply, result));
+                for mut job in batch {
+                    let result = Self::apply_job(&conn, &mut job.ops, &job.rows, now);
+                    results.push((job, result));
                 }
                 break;
             }
             let mut outcomes = Vec::with_capacity(batch.len());
             let mut failed = false;
-            for job in &batch {
+            for job in &mut batch {
                 match check_distinct(&job.ops)
-                    .and_then(|()| apply_ops(&conn, &job.ops, &job.rows, now))
+                    .and_then(|()| apply_ops(&conn, &mut job.ops, &job.rows, now))
                 {
                     Ok(o) => outcomes.push(o),
                     Err(_) => {
@@ -666,12 +680,7 @@ impl Writer {
                 pending = Some(batch);
                 continue;
             }
-            results.extend(
-                batch
-                    .into_iter()
-                    .map(|j| j.reply)
-                    .zip(outcomes.into_iter().map(Ok)),
-            );
+            results.extend(batch.into_iter().zip(outcomes.into_iter().map(Ok)));
         }
         let committed = conn.execute_batch("COMMIT").map_err(storage);
         if let Err(e) = &committed {
@@ -687,11 +696,22 @@ impl Writer {
             self.last_ms = now;
         }
         drop(conn);
+        // The written bodies move into the answers; the rest of each request (its index
+        // rows) is freed by the sync thread, off this one.
+        let answers: sync::Answers = results
+            .into_iter()
+            .map(|(mut job, mut result)| {
+                if let Ok(outcomes) = &mut result {
+                    move_resources(&mut job.ops, outcomes);
+                }
+                (job.reply, result, job.rows)
+            })
+            .collect();
         match (&self.durability, committed) {
             // Committed: answered once the WAL is fsynced (see `sync`).
-            (Some(d), Ok(())) => d.answer(results),
+            (Some(d), Ok(())) => d.answer(answers),
             _ => {
-                for (reply, result) in results {
+                for (reply, result, _) in answers {
                     // The requester may have given up (its thread ended); nothing to do.
                     let _ = reply.send(result);
                 }
@@ -701,9 +721,8 @@ impl Writer {
 
     /// Apply one request's operations inside a savepoint: all or none.
     fn apply_job(
-        &self,
         conn: &Connection,
-        ops: &[WriteOp],
+        ops: &mut [WriteOp],
         rows: &[Option<Prepared>],
         now: i64,
     ) -> Result<Vec<WriteOutcome>> {
@@ -726,11 +745,11 @@ impl Writer {
 /// Apply operations in turn, stopping at the first error (the caller undoes them).
 fn apply_ops(
     conn: &Connection,
-    ops: &[WriteOp],
+    ops: &mut [WriteOp],
     rows: &[Option<Prepared>],
     now: i64,
 ) -> Result<Vec<WriteOutcome>> {
-    ops.iter()
+    ops.iter_mut()
         .enumerate()
         .map(|(i, op)| apply_op(conn, op, rows.get(i).and_then(Option::as_ref), now))
         .collect()
@@ -762,9 +781,23 @@ fn current(conn: &Connection, rt: &str, id: &str) -> Result<Option<Current>> {
     .map_err(storage)
 }
 
+/// Once the group is committed, the outcomes of `ops` take their written bodies (the
+/// writer stored them with a placeholder, see `write_version`).
+fn move_resources(ops: &mut [WriteOp], outcomes: &mut [WriteOutcome]) {
+    for (op, outcome) in ops.iter_mut().zip(outcomes.iter_mut()) {
+        let resource = match op {
+            WriteOp::Create { resource, .. } | WriteOp::Update { resource, .. } => resource,
+            WriteOp::Delete { .. } => continue,
+        };
+        if let WriteOutcome::Created(s) | WriteOutcome::Updated(s) = outcome {
+            s.resource = Arc::new(std::mem::take(resource));
+        }
+    }
+}
+
 fn apply_op(
     conn: &Connection,
-    op: &WriteOp,
+    op: &mut WriteOp,
     rows: Option<&Prepared>,
     now: i64,
 ) -> Result<WriteOutcome> {
@@ -886,6 +919,21 @@ fn with_meta(resource: &Value, id: &str, version: u64, last_updated: &str) -> Va
     Value::Object(out)
 }
 
+/// Set `meta.versionId` and `meta.lastUpdated` of a body `prepare` put in its stored
+/// shape (in place: the keys keep their order); any other body is reshaped.
+fn set_version_meta(r: &mut Value, id: &str, version: u64, last_updated: &str) {
+    let shaped = r.get("id").and_then(Value::as_str) == Some(id);
+    if let (true, Some(Value::Object(meta))) = (shaped, r.get_mut("meta")) {
+        meta.insert("versionId".into(), Value::String(version.to_string()));
+        meta.insert(
+            "lastUpdated".into(),
+            Value::String(last_updated.to_string()),
+        );
+        return;
+    }
+    *r = with_meta(r, id, version, last_updated);
+}
+
 /// Write a new version (a tombstone when `resource` is None) and make it current.
 /// `previous`: the resource's current row, None if it did not exist (only live versions
 /// have index rows to remove).
@@ -894,7 +942,7 @@ fn write_version(
     rt: &str,
     id: &str,
     now: i64,
-    resource: Option<(&Value, Option<&Prepared>)>,
+    resource: Option<(&mut Value, Option<&Prepared>)>,
     previous: Option<Current>,
 ) -> Result<Stored> {
     let version = previous.map_or(1, |p| p.version + 1);
@@ -902,14 +950,19 @@ fn write_version(
     let version_i = i64::try_from(version)
         .map_err(|_| StoreError::Storage("version number overflow".into()))?;
     let deleted = resource.is_none();
-    let prepared = resource.and_then(|(_, p)| p);
-    let resource = resource.map(|(r, _)| with_meta(r, id, version, &text));
-    let body = match &resource {
+    let (resource, prepared) = match resource {
+        Some((r, p)) => {
+            set_version_meta(r, id, version, &text);
+            (Some(&*r), p)
+        }
+        None => (None, None),
+    };
+    let body = match resource {
         Some(r) => Some(serde_json::to_string(r).map_err(|e| StoreError::Invalid(e.to_string()))?),
         None => None,
     };
     // Rows extracted by the requester (plus the version-dependent ones), or here.
-    let (rows, extra) = match (prepared, &resource) {
+    let (rows, extra) = match (prepared, resource) {
         (Some(p), Some(r)) => (Cow::Borrowed(p.rows.as_slice()), p.version_rows(r)),
         (None, Some(r)) => (
             Cow::Owned(
@@ -966,7 +1019,12 @@ fn write_version(
         id: id.to_string(),
         version,
         last_updated: now,
-        resource: Arc::new(resource.unwrap_or_else(|| tombstone(rt, id, version, &text))),
+        // A live write's body is moved in by `move_resources` once the group commits.
+        resource: Arc::new(if deleted {
+            tombstone(rt, id, version, &text)
+        } else {
+            Value::Null
+        }),
         last_updated_text: text,
         deleted,
     })

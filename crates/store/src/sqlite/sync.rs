@@ -20,7 +20,7 @@
 //! store is reopened. Checkpoints also run here, on a separate connection and in
 //! PASSIVE mode, so the writer does not stop to copy pages into the database file.
 
-use super::Reply;
+use super::{Prepared, Reply};
 use crate::api::{Result, StoreError, WriteOutcome};
 use rusqlite::Connection;
 use std::fs::File;
@@ -33,7 +33,9 @@ use std::time::{Duration, Instant};
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 /// The answers of one committed group, waiting for the fsync.
-pub(super) type Answers = Vec<(Reply, Result<Vec<WriteOutcome>>)>;
+/// Each request's reply channel, result, and what is left of it to free (its index
+/// rows), which the sync thread drops after answering.
+pub(super) type Answers = Vec<(Reply, Result<Vec<WriteOutcome>>, Vec<Option<Prepared>>)>;
 
 /// Set once an fsync failed: the store refuses writes from then on.
 #[derive(Default)]
@@ -109,7 +111,9 @@ impl Syncer {
             if synced.is_err() {
                 self.poison.set();
             }
-            for (reply, result) in groups.into_iter().flatten() {
+            let mut leftovers = Vec::new();
+            for (reply, result, rows) in groups.into_iter().flatten() {
+                leftovers.push(rows);
                 let answer = match (&synced, result) {
                     (Ok(()), r) => r,
                     (Err(e), Ok(_)) => Err(e.clone()),
@@ -118,6 +122,8 @@ impl Syncer {
                 // The requester may have given up; nothing to do then.
                 let _ = reply.send(answer);
             }
+            // Freed after every answer is out, on this thread rather than the writer's.
+            drop(leftovers);
             if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
                 self.checkpoint();
             }
@@ -187,15 +193,15 @@ impl Durability {
                 // cannot be made durable.
                 Err(mpsc::SendError(answers)) => answers
                     .into_iter()
-                    .map(|(reply, _)| {
+                    .map(|(reply, _, rows)| {
                         let e = StoreError::Storage("the sync thread stopped".into());
-                        (reply, Err(e))
+                        (reply, Err(e), rows)
                     })
                     .collect(),
             },
             Durability::Immediate => answers,
         };
-        for (reply, result) in answers {
+        for (reply, result, _) in answers {
             let _ = reply.send(result);
         }
     }
