@@ -271,7 +271,19 @@ CREATE INDEX idx_position_value ON idx_position (resource_type, param, latitude,
 DELETE FROM idx_token WHERE param = '_id';
 DELETE FROM idx_date WHERE param = '_lastUpdated';
 "#,
+    // 4: the whole-resource text of `_content` and `_text` (long, random keys) leaves the
+    // string value index: those searches match substrings, which the index cannot
+    // narrow, so it only cost writes. The search SQL repeats the WHERE term to use it.
+    r#"
+DROP INDEX idx_string_value;
+CREATE INDEX idx_string_value ON idx_string (resource_type, param, normalized)
+    WHERE param NOT IN ('_content', '_text');
+"#,
 ];
+
+/// The WHERE term of the partial `idx_string_value` index (migration 4): a query must
+/// contain it, exactly, for SQLite to use the index.
+pub(crate) const STRING_VALUE_INDEX_TERM: &str = "param NOT IN ('_content', '_text')";
 
 /// Index rows per resource and table: row keys are `rid * KEY_SPAN + n`, `n < KEY_SPAN`.
 pub(crate) const KEY_SPAN: i64 = 1 << 20;
