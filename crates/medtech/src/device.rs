@@ -615,6 +615,9 @@ impl DeviceTemplate {
     ) -> Result<Option<Cow<'c, Value>>, NormalizeError> {
         match &e.compiled {
             Compiled::Json(p) => {
+                if let Some(r) = p.select_plain(&ctx.json) {
+                    return Ok(r.filter(|v| !v.is_null()).map(Cow::Borrowed));
+                }
                 let mut r = p.select(&ctx.json);
                 match r.len() {
                     0 => Ok(None),

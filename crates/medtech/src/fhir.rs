@@ -2,7 +2,6 @@
 //! building/merging of Observations.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -311,12 +310,22 @@ pub enum ObservationChange {
 /// (Observation: identifier system/value; Patient: `("", patientId)`; Device:
 /// `(defaultDeviceIdentifierSystem or "", deviceId)`). 64 characters, a valid FHIR id.
 pub fn resource_id(system: &str, value: &str) -> String {
-    let digest = Sha256::digest(format!("{system}_{value}").as_bytes());
-    let mut s = String::with_capacity(64);
-    for b in digest {
-        let _ = write!(s, "{b:02x}");
+    let mut h = Sha256::new();
+    h.update(system.as_bytes());
+    h.update(b"_");
+    h.update(value.as_bytes());
+    hex(&h.finalize())
+}
+
+/// Lowercase hex (a table lookup: `write!` per byte costs more than the hash itself).
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
-    s
+    out
 }
 
 /// The Observation identifier `(system, value)` for a group:
@@ -867,17 +876,21 @@ pub fn group(measurements: &[Measurement], templates: &FhirTemplateSet) -> Group
 fn coding(c: &FhirCode) -> Value {
     let mut m = Map::new();
     if let Some(s) = &c.system {
-        m.insert("system".into(), json!(s));
+        m.insert("system".into(), Value::String(s.clone()));
     }
-    m.insert("code".into(), json!(c.code));
+    m.insert("code".into(), Value::String(c.code.clone()));
     if let Some(d) = &c.display {
-        m.insert("display".into(), json!(d));
+        m.insert("display".into(), Value::String(d.clone()));
     }
     Value::Object(m)
 }
 
 fn service_coding(code: &str) -> Value {
-    json!({"system": SERVICE_SYSTEM, "code": code, "display": code})
+    let mut m = Map::new();
+    m.insert("system".into(), Value::String(SERVICE_SYSTEM.into()));
+    m.insert("code".into(), Value::String(code.into()));
+    m.insert("display".into(), Value::String(code.into()));
+    Value::Object(m)
 }
 
 fn concept(codes: &[FhirCode], extra: Option<&str>, text: Option<&str>) -> Value {
@@ -890,13 +903,20 @@ fn concept(codes: &[FhirCode], extra: Option<&str>, text: Option<&str>) -> Value
         m.insert("coding".into(), Value::Array(coding_list));
     }
     if let Some(t) = text {
-        m.insert("text".into(), json!(t));
+        m.insert("text".into(), Value::String(t.into()));
     }
     Value::Object(m)
 }
 
 /// FHIR decimal lexical form (after trimming and dropping a leading `+`), as a JSON number.
 fn decimal(s: &str) -> Option<Value> {
+    serde_json::from_str::<serde_json::Number>(decimal_text(s)?)
+        .ok()
+        .map(Value::Number)
+}
+
+/// The FHIR decimal text of `s` (trimmed, without a leading `+`), `None` when `s` is not one.
+fn decimal_text(s: &str) -> Option<&str> {
     let t = s.trim();
     let t = t.strip_prefix('+').unwrap_or(t);
     let b = t.as_bytes();
@@ -932,12 +952,7 @@ fn decimal(s: &str) -> Option<Value> {
             return None;
         }
     }
-    if i != b.len() {
-        return None;
-    }
-    serde_json::from_str::<serde_json::Number>(t)
-        .ok()
-        .map(Value::Number)
+    (i == b.len()).then_some(t)
 }
 
 /// Encodes points into slots `start, start+p, … ≤ end`; each slot holds the last point in
@@ -948,6 +963,42 @@ pub fn encode_sampled_data(
     period_ms: i64,
     points: &BTreeMap<Instant, String>,
 ) -> Result<String, String> {
+    encode_sorted(
+        start,
+        end,
+        period_ms,
+        points.range(start..=end).map(|(t, v)| (*t, v.as_str())),
+    )
+}
+
+/// `" E"` repeated: gaps are copied from here in chunks instead of slot by slot.
+const GAPS: &str = " E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E E";
+
+/// Appends `n` slots of `E`, the first being slot `index` (slots after the first are
+/// preceded by a space).
+fn push_gaps(s: &mut String, index: usize, mut n: usize) {
+    if n == 0 {
+        return;
+    }
+    if index == 0 {
+        s.push('E');
+        n -= 1;
+    }
+    while n > 0 {
+        let k = n.min(GAPS.len() / 2);
+        s.push_str(&GAPS[..2 * k]);
+        n -= k;
+    }
+}
+
+/// [`encode_sampled_data`] over points in ascending time order, all within `[start, end]`.
+/// Written straight into the output (no per-slot table): a sparse hour is mostly gaps.
+fn encode_sorted<'a>(
+    start: Instant,
+    end: Instant,
+    period_ms: i64,
+    points: impl Iterator<Item = (Instant, &'a str)>,
+) -> Result<String, String> {
     let p = period_ms.saturating_mul(TICKS_PER_MS).max(1);
     let slots = (end.0 - start.0).max(0) / p + 1;
     if slots > MAX_SLOTS {
@@ -955,21 +1006,210 @@ pub fn encode_sampled_data(
             "{slots} SampledData slots exceed the limit of {MAX_SLOTS}"
         ));
     }
-    let mut data: Vec<Option<&str>> = vec![None; slots as usize];
-    for (t, v) in points.range(start..=end) {
-        let k = ((t.0 - start.0) / p) as usize;
-        if let Some(slot) = data.get_mut(k) {
-            *slot = Some(v.as_str());
+    let slots = slots as usize;
+    let mut s = String::with_capacity(slots * 2 + 16);
+    // Slots written so far, and the slot being filled (the last point in it wins).
+    let mut written = 0usize;
+    let mut current: Option<(usize, &str)> = None;
+    for (t, v) in points {
+        if t < start || t > end {
+            continue;
         }
+        let k = ((t.0 - start.0) / p) as usize;
+        match current {
+            Some((ck, _)) if ck == k => {}
+            Some((ck, cv)) => {
+                push_gaps(&mut s, written, ck - written);
+                if ck > 0 {
+                    s.push(' ');
+                }
+                s.push_str(cv);
+                written = ck + 1;
+            }
+            None => {}
+        }
+        current = Some((k, v));
     }
-    let mut s = String::with_capacity(data.len() * 3);
-    for (i, d) in data.iter().enumerate() {
-        if i > 0 {
+    if let Some((ck, cv)) = current {
+        push_gaps(&mut s, written, ck - written);
+        if ck > 0 {
             s.push(' ');
         }
-        s.push_str(d.unwrap_or("E"));
+        s.push_str(cv);
+        written = ck + 1;
     }
+    push_gaps(&mut s, written, slots - written);
     Ok(s)
+}
+
+/// The points of a SampledData stream as [`decode_sampled_data`] reads them, borrowed and in
+/// ascending time order; `None` when the layout does not allow that (a period that is not
+/// positive, or instants that would overflow), in which case the caller decodes instead.
+fn sampled_points(start: Instant, period_ms: i64, data: &str) -> Option<Vec<(Instant, &str)>> {
+    let p = period_ms.checked_mul(TICKS_PER_MS).filter(|p| *p > 0)?;
+    // More tokens than bytes is impossible, so this bounds every instant computed below.
+    let bound = i64::try_from(data.len()).ok()?;
+    start.0.checked_add(bound.checked_mul(p)?)?;
+    // ASCII whitespace is Unicode whitespace but for vertical tab; the ASCII splitter is
+    // several times faster.
+    let tokens: Box<dyn Iterator<Item = &str>> = if data.is_ascii() && !data.contains('\x0b') {
+        Box::new(data.split_ascii_whitespace())
+    } else {
+        Box::new(data.split_whitespace())
+    };
+    Some(
+        tokens
+            .enumerate()
+            .filter(|(_, t)| !matches!(*t, "E" | "L" | "U"))
+            .map(|(i, t)| (Instant(start.0 + i as i64 * p), t))
+            .collect(),
+    )
+}
+
+/// The merge of new points into stored SampledData when the stored stream is laid out as
+/// the result will be (same start and period, single spaces, no `L`/`U`, no more slots than
+/// the result): each slot keeps its stored token unless a new point falls in it (a new
+/// point is never earlier than the slot's stored one), so the stored text is copied around
+/// the slots that change. `None` when those conditions do not hold; the caller then decodes
+/// and re-encodes, which gives the same text.
+fn splice_sampled_data(
+    (old_start, old_period_ms, old): (Instant, i64, &str),
+    (start, end): (Instant, Instant),
+    period_ms: i64,
+    points: &BTreeMap<Instant, String>,
+) -> Option<String> {
+    let p = period_ms.checked_mul(TICKS_PER_MS).filter(|p| *p > 0)?;
+    if old_period_ms != period_ms || old_start != start || end < start {
+        return None;
+    }
+    let slots = (end.0 - start.0) / p + 1;
+    if slots > MAX_SLOTS {
+        return None;
+    }
+    let slots = slots as usize;
+    let bytes = old.as_bytes();
+    let old_slots = canonical_slots(bytes)?;
+    if old_slots > slots {
+        return None;
+    }
+    let mut out = String::with_capacity(old.len() + (slots - old_slots) * 2 + 16);
+    // Slots written to `out` so far; stored tokens `at..` start at byte `pos` of `old`.
+    let (mut written, mut at, mut pos) = (0usize, 0usize, 0usize);
+    let mut changes = points
+        .range(start..=end)
+        .map(|(t, v)| (((t.0 - start.0) / p) as usize, v.as_str()))
+        .peekable();
+    while let Some((k, mut v)) = changes.next() {
+        // The last point in the slot wins.
+        while let Some(&(k2, v2)) = changes.peek() {
+            if k2 != k {
+                break;
+            }
+            v = v2;
+            changes.next();
+        }
+        // Stored tokens before slot k, copied as they are.
+        let copy = k.min(old_slots).saturating_sub(at);
+        if copy > 0 {
+            let q = skip_tokens(bytes, pos, copy);
+            if written > 0 {
+                out.push(' ');
+            }
+            out.push_str(old[pos..q].trim_end_matches(' '));
+            (written, at, pos) = (written + copy, at + copy, q);
+        }
+        // Slots past the stored ones.
+        push_gaps(&mut out, written, k - written);
+        if k > 0 {
+            out.push(' ');
+        }
+        out.push_str(v);
+        written = k + 1;
+        if k < old_slots {
+            // The stored token of slot k is replaced.
+            (at, pos) = (k + 1, skip_tokens(bytes, pos, 1));
+        }
+    }
+    if at < old_slots {
+        if written > 0 {
+            out.push(' ');
+        }
+        out.push_str(&old[pos..]);
+        written = old_slots;
+    }
+    push_gaps(&mut out, written, slots - written);
+    Some(out)
+}
+
+/// The number of tokens of SampledData text laid out as this module writes it (ASCII,
+/// tokens separated by single spaces, no `L`/`U`); `None` for any other layout. Branch-free
+/// over blocks, so that the compiler vectorizes it: it runs on every merge.
+fn canonical_slots(bytes: &[u8]) -> Option<usize> {
+    let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
+        return Some(0);
+    };
+    if first == b' ' || last == b' ' {
+        return None;
+    }
+    let (mut bad, mut spaces) = (0u8, 0usize);
+    for block in bytes.chunks(64) {
+        let mut n = 0u8;
+        for &b in block {
+            bad |= u8::from(b >= 0x80)
+                | u8::from(b.wrapping_sub(0x09) <= 0x0d - 0x09)
+                | u8::from(b == b'L')
+                | u8::from(b == b'U');
+            n += u8::from(b == b' ');
+        }
+        spaces += usize::from(n);
+    }
+    let doubled = bytes.iter().zip(&bytes[1..]).fold(0u8, |acc, (a, b)| {
+        acc | (u8::from(*a == b' ') & u8::from(*b == b' '))
+    });
+    (bad == 0 && doubled == 0).then_some(spaces + 1)
+}
+
+/// The byte offset of the token `n` tokens after the one starting at `pos` (single-space
+/// separated), counting spaces a block at a time.
+fn skip_tokens(bytes: &[u8], mut pos: usize, mut n: usize) -> usize {
+    const BLOCK: usize = 64;
+    while n > 0 && pos + BLOCK <= bytes.len() {
+        let spaces = bytes[pos..pos + BLOCK]
+            .iter()
+            .fold(0u8, |n, &b| n + u8::from(b == b' '));
+        let spaces = usize::from(spaces);
+        if spaces >= n {
+            break;
+        }
+        n -= spaces;
+        pos += BLOCK;
+    }
+    while n > 0 && pos < bytes.len() {
+        if bytes[pos] == b' ' {
+            n -= 1;
+        }
+        pos += 1;
+    }
+    pos
+}
+
+/// Merges two ascending point sequences; on equal instants the `new` point wins.
+fn merge_points<'a>(
+    old: &'a [(Instant, &'a str)],
+    new: &'a BTreeMap<Instant, String>,
+) -> impl Iterator<Item = (Instant, &'a str)> + 'a {
+    let mut old = old.iter().copied().peekable();
+    let mut new = new.iter().map(|(t, v)| (*t, v.as_str())).peekable();
+    std::iter::from_fn(move || match (old.peek(), new.peek()) {
+        (Some(o), Some(n)) if o.0 < n.0 => old.next(),
+        (Some(o), Some(n)) if o.0 == n.0 => {
+            old.next();
+            new.next()
+        }
+        (_, Some(_)) => new.next(),
+        (Some(_), None) => old.next(),
+        (None, None) => None,
+    })
 }
 
 /// Decodes a SampledData stream laid out from `start` every `period_ms`, skipping `E`, `L`
@@ -1016,7 +1256,7 @@ fn build_value(
             unit,
         } => {
             for val in points.values() {
-                if decimal(val).is_none() {
+                if decimal_text(val).is_none() {
                     return Err(map_err(
                         t,
                         v,
@@ -1024,47 +1264,68 @@ fn build_value(
                     ));
                 }
             }
-            let mut merged;
-            let mut all = points;
-            if let Some((key, old, old_start)) = prior {
-                if key != "valueSampledData" {
-                    return Err(FhirMappingError::NotSupported {
-                        message: format!(
-                            "existing value is {key}, the template maps '{}' as SampledData",
-                            v.value_name
-                        ),
-                    });
+            let data = match prior {
+                None => encode_sampled_data(span.0, span.1, *default_period_ms, points),
+                Some((key, old, old_start)) => {
+                    if key != "valueSampledData" {
+                        return Err(FhirMappingError::NotSupported {
+                            message: format!(
+                                "existing value is {key}, the template maps '{}' as SampledData",
+                                v.value_name
+                            ),
+                        });
+                    }
+                    if old.get("dimensions").and_then(Value::as_u64).unwrap_or(1) > 1 {
+                        return Err(FhirMappingError::NotSupported {
+                            message: "existing SampledData has more than one dimension".into(),
+                        });
+                    }
+                    let old_period =
+                        old.get("period")
+                            .and_then(|p| p.as_f64())
+                            .unwrap_or(*default_period_ms as f64) as i64;
+                    let old_data = old.get("data").and_then(Value::as_str).unwrap_or("");
+                    if let Some(data) = splice_sampled_data(
+                        (old_start, old_period, old_data),
+                        span,
+                        *default_period_ms,
+                        points,
+                    ) {
+                        Ok(data)
+                    } else {
+                        // The stored points stay borrowed from the old data string; the merge
+                        // is one pass over both sorted sequences.
+                        match sampled_points(old_start, old_period, old_data) {
+                            Some(old_points) => encode_sorted(
+                                span.0,
+                                span.1,
+                                *default_period_ms,
+                                merge_points(&old_points, points),
+                            ),
+                            None => {
+                                let mut merged =
+                                    decode_sampled_data(old_start, old_period, old_data);
+                                for (k, x) in points {
+                                    merged.insert(*k, x.clone());
+                                }
+                                encode_sampled_data(span.0, span.1, *default_period_ms, &merged)
+                            }
+                        }
+                    }
                 }
-                if old.get("dimensions").and_then(Value::as_u64).unwrap_or(1) > 1 {
-                    return Err(FhirMappingError::NotSupported {
-                        message: "existing SampledData has more than one dimension".into(),
-                    });
-                }
-                let old_period = old
-                    .get("period")
-                    .and_then(|p| p.as_f64())
-                    .unwrap_or(*default_period_ms as f64) as i64;
-                merged = decode_sampled_data(
-                    old_start,
-                    old_period,
-                    old.get("data").and_then(Value::as_str).unwrap_or(""),
-                );
-                for (k, x) in points {
-                    merged.insert(*k, x.clone());
-                }
-                all = &merged;
             }
-            let data = encode_sampled_data(span.0, span.1, *default_period_ms, all)
-                .map_err(|m| map_err(t, v, m))?;
+            .map_err(|m| map_err(t, v, m))?;
             let mut origin = Map::new();
-            origin.insert("value".into(), json!(0));
+            origin.insert("value".into(), Value::from(0));
             if let Some(u) = unit {
-                origin.insert("unit".into(), json!(u));
+                origin.insert("unit".into(), Value::String(u.clone()));
             }
-            Ok(Some((
-                "valueSampledData",
-                json!({"origin": origin, "period": default_period_ms, "dimensions": 1, "data": data}),
-            )))
+            let mut sd = Map::new();
+            sd.insert("origin".into(), Value::Object(origin));
+            sd.insert("period".into(), Value::from(*default_period_ms));
+            sd.insert("dimensions".into(), Value::from(1));
+            sd.insert("data".into(), Value::String(data));
+            Ok(Some(("valueSampledData", Value::Object(sd))))
         }
         FhirValueType::Quantity { unit, code, system } => {
             if points.len() != 1 {
@@ -1132,7 +1393,16 @@ fn value_entry(obj: &Map<String, Value>) -> Option<(&str, &Value)> {
 }
 
 fn period_json(start: Instant, end: Instant) -> Value {
-    json!({"start": start.to_string(), "end": end.to_string()})
+    let mut m = Map::new();
+    m.insert("start".into(), Value::String(start.to_string()));
+    m.insert("end".into(), Value::String(end.to_string()));
+    Value::Object(m)
+}
+
+fn reference(target: String) -> Value {
+    let mut m = Map::new();
+    m.insert("reference".into(), Value::String(target));
+    Value::Object(m)
 }
 
 fn create(
@@ -1143,13 +1413,16 @@ fn create(
 ) -> Result<Value, FhirMappingError> {
     let (system, value) = observation_identifier(g, id);
     let mut o = Map::new();
-    o.insert("resourceType".into(), json!("Observation"));
-    o.insert("id".into(), json!(resource_id(&system, &value)));
+    o.insert("resourceType".into(), Value::String("Observation".into()));
+    o.insert("id".into(), Value::String(resource_id(&system, &value)));
+    let mut identifier = Map::new();
+    identifier.insert("system".into(), Value::String(system));
+    identifier.insert("value".into(), Value::String(value));
     o.insert(
         "identifier".into(),
-        json!([{"system": system, "value": value}]),
+        Value::Array(vec![Value::Object(identifier)]),
     );
-    o.insert("status".into(), json!("final"));
+    o.insert("status".into(), Value::String("final".into()));
     if !t.category.is_empty() {
         o.insert(
             "category".into(),
@@ -1167,19 +1440,16 @@ fn create(
     );
     o.insert(
         "subject".into(),
-        json!({"reference": format!("Patient/{}", id.patient_id)}),
+        reference(format!("Patient/{}", id.patient_id)),
     );
     if let Some(e) = &id.encounter_id {
-        o.insert(
-            "encounter".into(),
-            json!({"reference": format!("Encounter/{e}")}),
-        );
+        o.insert("encounter".into(), reference(format!("Encounter/{e}")));
     }
     o.insert("effectivePeriod".into(), period_json(g.start, g.end));
-    o.insert("issued".into(), json!(issued.to_string()));
+    o.insert("issued".into(), Value::String(issued.to_string()));
     o.insert(
         "device".into(),
-        json!({"reference": format!("Device/{}", id.device_id)}),
+        reference(format!("Device/{}", id.device_id)),
     );
     if let Some(v) = &t.value {
         if let Some((k, val)) = build_value(t, v, g, (g.start, g.end), None)? {
@@ -1233,7 +1503,26 @@ fn merge(
             message: "the existing resource is not an Observation".into(),
         });
     };
-    let mut o = old.clone();
+    // Copied without what is rebuilt below (the value and the components, which hold the
+    // SampledData streams): placeholders keep the members' positions.
+    let value_key = t
+        .value
+        .as_ref()
+        .and_then(|_| value_entry(old))
+        .map(|(k, _)| k)
+        .filter(|k| VALUE_KEYS.contains(k));
+    let rebuilt_components = old
+        .get("component")
+        .and_then(Value::as_array)
+        .is_some_and(|c| !c.is_empty());
+    let mut o: Map<String, Value> = old
+        .iter()
+        .map(|(k, v)| {
+            let placeholder =
+                Some(k.as_str()) == value_key || (rebuilt_components && k == "component");
+            (k.clone(), if placeholder { Value::Null } else { v.clone() })
+        })
+        .collect();
     let old_start = existing
         .pointer("/effectivePeriod/start")
         .and_then(Value::as_str)
@@ -1266,6 +1555,9 @@ fn merge(
                 o.shift_remove(key);
             }
             o.insert(k.into(), val);
+        } else if let Some((k, x)) = value_key.zip(prior) {
+            // Nothing new for the value: the stored one stays, in its place.
+            o.insert(k.into(), x.1.clone());
         }
     }
     let mut comps: Vec<Value> = old
@@ -1313,20 +1605,25 @@ fn merge(
     if !comps.is_empty() {
         o.insert("component".into(), Value::Array(comps));
     }
-    // Only a change of content makes a write; status, issued and meta are bookkeeping.
-    let strip = |m: &Map<String, Value>| -> Map<String, Value> {
-        let mut c = m.clone();
-        for k in ["status", "issued", "meta"] {
-            c.shift_remove(k);
-        }
-        c
-    };
-    if strip(&o) == strip(old) {
+    if same_content(&o, old) {
         return Ok(ObservationChange::Unchanged);
     }
-    o.insert("status".into(), json!("amended"));
-    o.insert("issued".into(), json!(issued.to_string()));
+    o.insert("status".into(), Value::String("amended".into()));
+    o.insert("issued".into(), Value::String(issued.to_string()));
     Ok(ObservationChange::Update(Value::Object(o)))
+}
+
+/// Whether two Observations differ only in bookkeeping (status, issued, meta), which alone
+/// does not make a write. Compared in place: the maps hold the whole SampledData.
+fn same_content(a: &Map<String, Value>, b: &Map<String, Value>) -> bool {
+    const BOOKKEEPING: [&str; 3] = ["status", "issued", "meta"];
+    let content = |m: &Map<String, Value>| {
+        m.len() - BOOKKEEPING.iter().filter(|k| m.contains_key(**k)).count()
+    };
+    content(a) == content(b)
+        && a.iter()
+            .filter(|(k, _)| !BOOKKEEPING.contains(&k.as_str()))
+            .all(|(k, v)| b.get(k) == Some(v))
 }
 
 /// Mismatches between device and FHIR templates that would make data go nowhere: a device
@@ -1364,4 +1661,412 @@ pub fn check_mappings(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The slot-table encoder the streaming one replaced.
+    fn encode_reference(
+        start: Instant,
+        end: Instant,
+        period_ms: i64,
+        points: &BTreeMap<Instant, String>,
+    ) -> Result<String, String> {
+        let p = period_ms.saturating_mul(TICKS_PER_MS).max(1);
+        let slots = (end.0 - start.0).max(0) / p + 1;
+        if slots > MAX_SLOTS {
+            return Err(format!(
+                "{slots} SampledData slots exceed the limit of {MAX_SLOTS}"
+            ));
+        }
+        let mut data: Vec<Option<&str>> = vec![None; slots as usize];
+        for (t, v) in points.range(start..=end) {
+            let k = ((t.0 - start.0) / p) as usize;
+            if let Some(slot) = data.get_mut(k) {
+                *slot = Some(v.as_str());
+            }
+        }
+        Ok(data
+            .iter()
+            .map(|d| d.unwrap_or("E"))
+            .collect::<Vec<_>>()
+            .join(" "))
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self, n: u64) -> i64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n) as i64
+        }
+    }
+
+    const S: i64 = 10_000_000;
+
+    fn random_points(
+        r: &mut Rng,
+        base: Instant,
+        n: u64,
+        spread_s: u64,
+    ) -> BTreeMap<Instant, String> {
+        (0..r.next(n))
+            .map(|_| {
+                // Whole seconds mostly, sometimes in between, before or after the span.
+                let t = base.0 + (r.next(spread_s + 20) - 10) * S + r.next(3) * (S / 3);
+                (Instant(t), r.next(1000).to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn streaming_encoder_matches_the_slot_table() {
+        let mut r = Rng(0x2545_F491_4F6C_DD1D);
+        let t0 = Instant::parse("2019-03-01T10:00:00Z").unwrap();
+        for _ in 0..3_000 {
+            let start = Instant(t0.0 + r.next(5) * S / 2);
+            let end = Instant((start.0 + r.next(400) * S / 3 - r.next(2)).max(start.0));
+            let period = [1, 700, 1000, 1500, 60_000][r.next(5) as usize];
+            let pts = random_points(&mut r, t0, 300, 150);
+            assert_eq!(
+                encode_sampled_data(start, end, period, &pts),
+                encode_reference(start, end, period, &pts),
+                "{start:?} {end:?} {period}"
+            );
+        }
+        let huge = Instant(t0.0 + 2_000_000 * S);
+        assert_eq!(
+            encode_sampled_data(t0, huge, 1000, &BTreeMap::new()),
+            encode_reference(t0, huge, 1000, &BTreeMap::new())
+        );
+    }
+
+    #[test]
+    fn streaming_merge_matches_decode_and_insert() {
+        let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+        let t0 = Instant::parse("2019-03-01T10:00:00Z").unwrap();
+        for _ in 0..3_000 {
+            let old_start = Instant(t0.0 + r.next(6) * S / 2);
+            let old_period = [-1000, 0, 500, 1000, 1000, 2000][r.next(6) as usize];
+            // Stored data with gaps, L/U markers and irregular whitespace.
+            let mut data = String::new();
+            for i in 0..r.next(200) {
+                if i > 0 {
+                    data.push_str([" ", " ", "  ", "\n", "\u{a0}"][r.next(5) as usize]);
+                }
+                let tok = match r.next(8) {
+                    0..=2 => "E".to_string(),
+                    3 => "L".to_string(),
+                    4 => "U".to_string(),
+                    _ => r.next(100).to_string(),
+                };
+                data.push_str(&tok);
+            }
+            let new = random_points(&mut r, t0, 20, 250);
+            let start = Instant(old_start.0.min(t0.0) - r.next(2) * S);
+            let end = Instant(start.0 + r.next(300) * S + S - 1);
+            let period = [500, 1000, 3000][r.next(3) as usize];
+            let mut merged = decode_sampled_data(old_start, old_period, &data);
+            for (k, x) in &new {
+                merged.insert(*k, x.clone());
+            }
+            let expected = encode_reference(start, end, period, &merged);
+            if let Some(spliced) =
+                splice_sampled_data((old_start, old_period, &data), (start, end), period, &new)
+            {
+                assert_eq!(Ok(spliced), expected, "{data:?} {old_period}");
+            }
+            let got = match sampled_points(old_start, old_period, &data) {
+                Some(old) => encode_sorted(start, end, period, merge_points(&old, &new)),
+                None => {
+                    assert!(old_period <= 0);
+                    continue;
+                }
+            };
+            assert_eq!(got, expected, "{data:?} {old_period}");
+        }
+    }
+
+    #[test]
+    fn splicing_matches_decode_and_insert() {
+        let mut r = Rng(0xD1B5_4A32_D192_ED03);
+        let t0 = Instant::parse("2019-03-01T10:00:00Z").unwrap();
+        let mut spliced = 0;
+        for _ in 0..5_000 {
+            let period = [1000, 1000, 250][r.next(3) as usize];
+            let p = period * TICKS_PER_MS;
+            // Stored data as this module writes it: single spaces, E for gaps.
+            let old_slots = r.next(120) as usize;
+            let data = (0..old_slots)
+                .map(|_| match r.next(3) {
+                    0 => "E".to_string(),
+                    _ => r.next(300).to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            let end =
+                Instant(t0.0 + (old_slots as i64 + r.next(40) - 5).max(0) * p + r.next(p as u64));
+            let new: BTreeMap<Instant, String> = (0..r.next(12))
+                .map(|_| {
+                    let t = t0.0 + r.next(160) * p + [0, 1, p / 2, p - 1][r.next(4) as usize];
+                    (Instant(t), r.next(300).to_string())
+                })
+                .collect();
+            let mut merged = decode_sampled_data(t0, period, &data);
+            for (k, x) in &new {
+                merged.insert(*k, x.clone());
+            }
+            let expected = encode_reference(t0, end, period, &merged);
+            match splice_sampled_data((t0, period, &data), (t0, end), period, &new) {
+                Some(got) => {
+                    spliced += 1;
+                    assert_eq!(Ok(got), expected, "{data:?} {new:?} {end:?}");
+                }
+                // Only when the stored stream is longer than the merged span.
+                None => assert!(old_slots as i64 > (end.0 - t0.0) / p + 1),
+            }
+        }
+        assert!(spliced > 4_000, "{spliced}");
+        // Layouts the splice leaves to the general merge.
+        let one = BTreeMap::from([(t0, "1".to_string())]);
+        let end = Instant(t0.0 + 10 * S);
+        for data in ["1  2", " 1", "1 ", "1\t2", "L 1", "1 U", "1\u{a0}2"] {
+            assert_eq!(
+                splice_sampled_data((t0, 1000, data), (t0, end), 1000, &one),
+                None,
+                "{data:?}"
+            );
+        }
+        assert_eq!(
+            splice_sampled_data((t0, 2000, "1"), (t0, end), 1000, &one),
+            None
+        );
+        assert_eq!(
+            splice_sampled_data((Instant(t0.0 + S), 1000, "1"), (t0, end), 1000, &one),
+            None
+        );
+    }
+
+    /// `merge` as it was before it stopped copying the parts it rebuilds.
+    fn merge_reference(
+        t: &CodeValueFhirTemplate,
+        g: &MeasurementGroup,
+        existing: &Value,
+        issued: Instant,
+    ) -> Result<ObservationChange, FhirMappingError> {
+        let Some(old) = existing
+            .as_object()
+            .filter(|o| o.get("resourceType").and_then(Value::as_str) == Some("Observation"))
+        else {
+            return Err(FhirMappingError::NotSupported {
+                message: "the existing resource is not an Observation".into(),
+            });
+        };
+        let mut o = old.clone();
+        let old_start = existing
+            .pointer("/effectivePeriod/start")
+            .and_then(Value::as_str)
+            .and_then(Instant::parse);
+        let old_end = existing
+            .pointer("/effectivePeriod/end")
+            .and_then(Value::as_str)
+            .and_then(Instant::parse);
+        let start = old_start.map_or(g.start, |s| s.min(g.start));
+        let end = old_end.map_or(g.end, |e| e.max(g.end));
+        let prior_start = old_start.unwrap_or(g.start);
+        o.insert("effectivePeriod".into(), period_json(start, end));
+        if t.category.is_empty() {
+            o.shift_remove("category");
+        } else {
+            o.insert(
+                "category".into(),
+                Value::Array(
+                    t.category
+                        .iter()
+                        .map(|c| concept(&c.codes, None, c.text.as_deref()))
+                        .collect(),
+                ),
+            );
+        }
+        if let Some(v) = &t.value {
+            let prior = value_entry(old).map(|(k, x)| (k, x, prior_start));
+            if let Some((k, val)) = build_value(t, v, g, (start, end), prior)? {
+                for key in VALUE_KEYS {
+                    o.shift_remove(key);
+                }
+                o.insert(k.into(), val);
+            }
+        }
+        let mut comps: Vec<Value> = old
+            .get("component")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for c in &t.components {
+            let pos = comps
+                .iter()
+                .position(|x| is_component_for(x, &c.value.value_name));
+            let prior = pos
+                .and_then(|p| comps[p].as_object())
+                .and_then(value_entry)
+                .map(|(k, x)| (k, x, prior_start));
+            if let Some((k, val)) = build_value(t, &c.value, g, (start, end), prior)? {
+                match pos.and_then(|p| comps[p].as_object_mut()) {
+                    Some(m) => {
+                        let stale: Vec<String> = m
+                            .keys()
+                            .filter(|k| k.starts_with("value"))
+                            .cloned()
+                            .collect();
+                        for s in stale {
+                            m.shift_remove(&s);
+                        }
+                        m.insert(k.into(), val);
+                    }
+                    None => {
+                        let mut m = Map::new();
+                        m.insert(
+                            "code".into(),
+                            concept(
+                                &c.codes,
+                                Some(&c.value.value_name),
+                                Some(&c.value.value_name),
+                            ),
+                        );
+                        m.insert(k.into(), val);
+                        comps.push(Value::Object(m));
+                    }
+                }
+            }
+        }
+        if !comps.is_empty() {
+            o.insert("component".into(), Value::Array(comps));
+        }
+        // Only a change of content makes a write; status, issued and meta are bookkeeping.
+        let strip = |m: &Map<String, Value>| -> Map<String, Value> {
+            let mut c = m.clone();
+            for k in ["status", "issued", "meta"] {
+                c.shift_remove(k);
+            }
+            c
+        };
+        if strip(&o) == strip(old) {
+            return Ok(ObservationChange::Unchanged);
+        }
+        o.insert("status".into(), Value::String("amended".into()));
+        o.insert("issued".into(), Value::String(issued.to_string()));
+        Ok(ObservationChange::Update(Value::Object(o)))
+    }
+
+    fn template_set() -> FhirTemplateSet {
+        FhirTemplateSet::parse(
+            r#"{"templateType": "CollectionFhir", "template": [
+              {"templateType": "CodeValueFhir", "template": {"typeName": "hr", "periodInterval": 60,
+                "codes": [{"code": "8867-4", "system": "http://loinc.org"}],
+                "value": {"valueName": "hr", "valueType": "SampledData", "defaultPeriod": 1000}}},
+              {"templateType": "CodeValueFhir", "template": {"typeName": "bp", "periodInterval": 60,
+                "codes": [{"code": "85354-9"}], "category": [{"text": "vitals"}],
+                "components": [
+                  {"codes": [{"code": "8480-6"}], "value": {"valueName": "sys", "valueType": "SampledData", "defaultPeriod": 1000}},
+                  {"codes": [{"code": "8462-4"}], "value": {"valueName": "dia", "valueType": "SampledData", "defaultPeriod": 1000}}]}},
+              {"templateType": "CodeValueFhir", "template": {"typeName": "temp", "codes": [{"code": "8310-5"}],
+                "value": {"valueName": "t", "valueType": "Quantity", "unit": "Cel"}}}]}"#,
+        )
+        .unwrap()
+    }
+
+    fn measurement(ty: &str, second: i64, props: &[(&str, &str)]) -> Measurement {
+        Measurement {
+            type_name: ty.into(),
+            occurrence_time: Instant(
+                Instant::parse("2019-03-01T10:00:00Z").unwrap().0 + second * S,
+            )
+            .to_string(),
+            device_id: "d".into(),
+            patient_id: Some("p".into()),
+            encounter_id: None,
+            correlation_id: None,
+            properties: props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn merge_matches_the_copying_merge() {
+        let set = template_set();
+        let id = Identity {
+            patient_id: "p".into(),
+            device_id: "d".into(),
+            encounter_id: None,
+        };
+        let issued = Instant::parse("2020-01-01T00:00:00Z").unwrap();
+        let mut r = Rng(0x1234_5678_9ABC_DEF1);
+        let mut compared = 0;
+        for round in 0..600 {
+            let ty = ["hr", "bp", "temp"][round % 3];
+            let props = |r: &mut Rng| -> Vec<(String, String)> {
+                let mut p = Vec::new();
+                for name in ["hr", "sys", "dia", "t"] {
+                    if r.next(4) > 0 {
+                        p.push((name.to_string(), (60 + r.next(60)).to_string()));
+                    }
+                }
+                p
+            };
+            let make = |r: &mut Rng, n: i64| -> Vec<Measurement> {
+                (0..n)
+                    .map(|_| {
+                        let mut m = measurement(ty, r.next(3600), &[]);
+                        m.properties = props(r);
+                        if ty == "temp" {
+                            m.occurrence_time = measurement(ty, 7, &[]).occurrence_time;
+                        }
+                        m
+                    })
+                    .collect()
+            };
+            let n = 1 + r.next(5);
+            let first = make(&mut r, n);
+            let Some(g1) = group(&first, &set).groups.into_iter().next() else {
+                continue;
+            };
+            let Ok(ObservationChange::Create(mut existing)) =
+                set.observation_for_at(&g1, &id, None, issued)
+            else {
+                continue;
+            };
+            // Stored resources carry more than Vigil writes.
+            match r.next(5) {
+                0 => existing["meta"] = serde_json::json!({"versionId": "3"}),
+                1 => existing["valueInteger"] = serde_json::json!(5),
+                2 => existing["component"] = serde_json::json!([]),
+                3 => existing["note"] = serde_json::json!([{"text": "n"}]),
+                _ => {}
+            }
+            let n = 1 + r.next(5);
+            let second = if r.next(4) == 0 {
+                first.clone()
+            } else {
+                make(&mut r, n)
+            };
+            let Some(g2) = group(&second, &set).groups.into_iter().next() else {
+                continue;
+            };
+            let t = set.template(ty).unwrap();
+            let new = merge(t, &g2, &existing, issued);
+            let old = merge_reference(t, &g2, &existing, issued);
+            let text = |c: &Result<ObservationChange, FhirMappingError>| match c {
+                Ok(ObservationChange::Update(v)) => format!("update {v}"),
+                other => format!("{other:?}"),
+            };
+            assert_eq!(text(&new), text(&old), "{existing}");
+            compared += 1;
+        }
+        assert!(compared > 300, "{compared}");
+    }
 }

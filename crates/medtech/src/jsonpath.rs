@@ -13,6 +13,8 @@ use serde_json::Value;
 #[derive(Debug, Clone)]
 pub struct JsonPath {
     steps: Vec<Step>,
+    /// Every step is a plain field (`$.a.b`): evaluated without allocating.
+    plain: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -458,25 +460,51 @@ impl JsonPath {
         }
         let implicit = !p.eat("$");
         let steps = p.steps(false, implicit)?;
-        Ok(JsonPath { steps })
+        Ok(JsonPath::new(steps))
+    }
+
+    fn new(steps: Vec<Step>) -> JsonPath {
+        let plain = steps.iter().all(|s| matches!(s, Step::Field(_)));
+        JsonPath { steps, plain }
     }
 
     /// The path `$.a.b…` over plain field names (no parsing, so any name is allowed).
     pub fn fields(names: &[&str]) -> JsonPath {
-        JsonPath {
-            steps: names
+        JsonPath::new(
+            names
                 .iter()
                 .map(|n| Step::Field((*n).to_string()))
                 .collect(),
-        }
+        )
     }
 
     /// All tokens selected from `root`, in document order.
     pub fn select<'v>(&self, root: &'v Value) -> Vec<&'v Value> {
-        if let Some(r) = fields_only(&self.steps, root) {
+        if let Some(r) = self.select_plain(root) {
             return r.into_iter().collect();
         }
         run(&self.steps, root, root)
+    }
+
+    /// The token a plain field path selects (`Some(None)`: none), without allocating;
+    /// `None` when the path is not a plain field path.
+    pub(crate) fn select_plain<'v>(&self, root: &'v Value) -> Option<Option<&'v Value>> {
+        if self.plain {
+            fields_only(&self.steps, root)
+        } else {
+            None
+        }
+    }
+}
+
+/// A member of an object. Device messages have a handful of members, for which comparing
+/// names is cheaper than hashing the name (`serde_json`'s map hashes on every lookup).
+#[inline]
+fn member<'v>(m: &'v serde_json::Map<String, Value>, name: &str) -> Option<&'v Value> {
+    if m.len() <= 8 {
+        m.iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v)
+    } else {
+        m.get(name)
     }
 }
 
@@ -486,12 +514,18 @@ fn fields_only<'v>(steps: &[Step], start: &'v Value) -> Option<Option<&'v Value>
     let mut cur = Some(start);
     for s in steps {
         let Step::Field(n) = s else { return None };
-        cur = cur.and_then(|v| v.as_object()).and_then(|m| m.get(n));
+        cur = cur.and_then(|v| v.as_object()).and_then(|m| member(m, n));
     }
     Some(cur)
 }
 
 fn run<'v>(steps: &[Step], start: &'v Value, root: &'v Value) -> Vec<&'v Value> {
+    if let [step] = steps {
+        // One step (`$..[?(...)]`, the usual typeMatchExpression): no intermediate list.
+        let mut out = Vec::new();
+        apply(step, start, root, &mut out);
+        return out;
+    }
     let mut cur = vec![start];
     for s in steps {
         let mut next = Vec::new();
@@ -506,24 +540,42 @@ fn run<'v>(steps: &[Step], start: &'v Value, root: &'v Value) -> Vec<&'v Value> 
     cur
 }
 
-fn children(v: &Value) -> Box<dyn Iterator<Item = &Value> + '_> {
+/// The member values of an object or the items of an array.
+enum Children<'v> {
+    Object(serde_json::map::Values<'v>),
+    Array(std::slice::Iter<'v, Value>),
+    None,
+}
+
+impl<'v> Iterator for Children<'v> {
+    type Item = &'v Value;
+    fn next(&mut self) -> Option<&'v Value> {
+        match self {
+            Children::Object(i) => i.next(),
+            Children::Array(i) => i.next(),
+            Children::None => None,
+        }
+    }
+}
+
+fn children(v: &Value) -> Children<'_> {
     match v {
-        Value::Object(m) => Box::new(m.values()),
-        Value::Array(a) => Box::new(a.iter()),
-        _ => Box::new(std::iter::empty()),
+        Value::Object(m) => Children::Object(m.values()),
+        Value::Array(a) => Children::Array(a.iter()),
+        _ => Children::None,
     }
 }
 
 fn apply<'v>(s: &Step, v: &'v Value, root: &'v Value, out: &mut Vec<&'v Value>) {
     match s {
         Step::Field(n) => {
-            if let Some(x) = v.as_object().and_then(|m| m.get(n)) {
+            if let Some(x) = v.as_object().and_then(|m| member(m, n)) {
                 out.push(x);
             }
         }
         Step::Fields(ns) => {
             if let Some(m) = v.as_object() {
-                out.extend(ns.iter().filter_map(|n| m.get(n)));
+                out.extend(ns.iter().filter_map(|n| member(m, n)));
             }
         }
         Step::Wildcard => out.extend(children(v)),

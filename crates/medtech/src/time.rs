@@ -151,7 +151,20 @@ impl Instant {
     /// `yyyyMMddHHmmssZ`, the reference's identifier segment form.
     pub fn segment(self) -> String {
         let (y, m, d, h, mi, s, _) = self.parts();
-        format!("{y:04}{m:02}{d:02}{h:02}{mi:02}{s:02}Z")
+        if !(0..=9999).contains(&y) {
+            return format!("{y:04}{m:02}{d:02}{h:02}{mi:02}{s:02}Z");
+        }
+        // Digit by digit, as in `Display`: one per Observation identifier.
+        let mut out = String::with_capacity(15);
+        for (v, width) in [(y, 4), (m, 2), (d, 2), (h, 2), (mi, 2), (s, 2)] {
+            let mut div = if width == 4 { 1000 } else { 10 };
+            while div > 0 {
+                out.push(char::from(b'0' + ((v / div) % 10) as u8));
+                div /= 10;
+            }
+        }
+        out.push('Z');
+        out
     }
 
     /// Start of the UTC hour.
@@ -168,11 +181,80 @@ impl Instant {
 impl fmt::Display for Instant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (y, m, d, h, mi, s, frac) = self.parts();
+        if (0..=9999).contains(&y) {
+            // Digit by digit: this runs for every measurement and Observation, and the
+            // formatting machinery costs several times more.
+            let mut buf = *b"0000-00-00T00:00:00.0000000Z";
+            let mut put = |at: usize, width: usize, mut v: i64| {
+                for k in (at..at + width).rev() {
+                    buf[k] = b'0' + (v % 10) as u8;
+                    v /= 10;
+                }
+            };
+            put(0, 4, y);
+            put(5, 2, m);
+            put(8, 2, d);
+            put(11, 2, h);
+            put(14, 2, mi);
+            put(17, 2, s);
+            let len = if frac == 0 {
+                19
+            } else {
+                put(20, 7, frac);
+                let mut end = 27;
+                while buf[end - 1] == b'0' {
+                    end -= 1;
+                }
+                end
+            };
+            buf[len] = b'Z';
+            return f.write_str(std::str::from_utf8(&buf[..=len]).map_err(|_| fmt::Error)?);
+        }
         write!(f, "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}")?;
         if frac != 0 {
             let digits = format!("{frac:07}");
             write!(f, ".{}", digits.trim_end_matches('0'))?;
         }
         f.write_str("Z")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The formatting the fast paths replace.
+    fn reference(t: Instant) -> (String, String) {
+        let (y, m, d, h, mi, s, frac) = t.parts();
+        let mut text = format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
+        if frac != 0 {
+            let digits = format!("{frac:07}");
+            text.push_str(&format!(".{}", digits.trim_end_matches('0')));
+        }
+        text.push('Z');
+        (text, format!("{y:04}{m:02}{d:02}{h:02}{mi:02}{s:02}Z"))
+    }
+
+    #[test]
+    fn fast_formatting_matches_the_reference() {
+        // A deterministic spread over years -100..12000 with every fraction length.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let span = 12_100 * 366 * TICKS_PER_DAY;
+        for i in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut ticks = (x % span as u64) as i64 - 100 * 366 * TICKS_PER_DAY;
+            // Round to various precisions so that trailing-zero trimming is exercised.
+            let unit = [1, 10, 1_000, 10_000, 10_000_000][i % 5];
+            ticks -= ticks.rem_euclid(unit);
+            let t = Instant(ticks);
+            let (text, segment) = reference(t);
+            assert_eq!(t.to_string(), text);
+            assert_eq!(t.segment(), segment);
+            if (0..=9999).contains(&t.parts().0) {
+                assert_eq!(Instant::parse(&text), Some(t), "{text}");
+            }
+        }
     }
 }

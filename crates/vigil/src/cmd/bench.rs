@@ -40,6 +40,8 @@ enum What {
     Fhir(FhirArgs),
     /// Device readings through ingest to the deterioration Flag: latency and sustained rate.
     Pipeline(super::bench_pipeline::PipelineArgs),
+    /// Readings from the ingest log into the store as hourly SampledData Observations.
+    Normalize(super::bench_normalize::NormalizeArgs),
 }
 
 /// `vigil bench fhir` options.
@@ -80,6 +82,7 @@ pub fn run(args: Args) -> ExitCode {
     let args = match args.what {
         What::Fhir(args) => args,
         What::Pipeline(args) => return super::bench_pipeline::run(args),
+        What::Normalize(args) => return super::bench_normalize::run(args),
     };
     match bench_fhir(args) {
         Ok(()) => ExitCode::SUCCESS,

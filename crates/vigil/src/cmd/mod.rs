@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod bench_normalize;
 pub mod bench_pipeline;
 pub mod demo;
 pub mod devices;
