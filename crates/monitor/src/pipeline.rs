@@ -39,7 +39,10 @@ pub struct PipelineConfig {
     /// NEWS2 uses the latest value of each vital within this window before the newest
     /// reading.
     pub window: Duration,
-    /// Most messages processed per batch (one commit each).
+    /// Messages processed per batch (one commit each) while the pipeline keeps up. With
+    /// a backlog of more than this, a batch takes up to ten times as many: a catching-up
+    /// pipeline then rewrites each merged Observation (hourly SampledData) and scores
+    /// each patient once per large batch, not once per 500 messages.
     pub batch_size: usize,
     /// The care team new patients are assigned to when none is known.
     pub default_team: Option<String>,
@@ -251,7 +254,16 @@ impl Pipeline {
     /// bad messages are dead-lettered (or block, per the error policy).
     pub fn step(&self) -> Result<usize, PipelineError> {
         let from = self.log.committed(INGEST_TOPIC, CONSUMER_GROUP)?;
-        let records = self.log.read(INGEST_TOPIC, from, self.config.batch_size)?;
+        let backlog = self.log.end_offset(INGEST_TOPIC)?.saturating_sub(from);
+        let batch = self.config.batch_size.max(1);
+        let take = if backlog > batch as u64 {
+            usize::try_from(backlog)
+                .unwrap_or(usize::MAX)
+                .min(batch.saturating_mul(10))
+        } else {
+            batch
+        };
+        let records = self.log.read(INGEST_TOPIC, from, take)?;
         let Some(last) = records.last() else {
             return Ok(0);
         };
