@@ -1302,7 +1302,9 @@ mod tests {
                 r.get::<_, String>(3)
             })
             .unwrap();
-        rows.collect::<rusqlite::Result<Vec<_>>>().unwrap().join("\n")
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap()
+            .join("\n")
     }
 
     #[test]
