@@ -70,10 +70,10 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn extract(resource: &Value, id: &str) -> Prepared {
-        let with_id = with_meta(resource, id, 1, "1970-01-01T00:00:00Z");
+    /// Extract from a body already in its stored shape (see [`shape`]).
+    fn extract(shaped: &Value) -> Prepared {
         let mut content = false;
-        let rows = crate::index::extract_rows(&with_id)
+        let rows = crate::index::extract_rows(shaped)
             .into_iter()
             .filter(|(p, _)| {
                 content |= *p == CONTENT;
@@ -112,26 +112,33 @@ fn prepare(ops: &mut [WriteOp]) -> Vec<Option<Prepared>> {
         .map(|op| match op {
             WriteOp::Create { resource, id } => {
                 let id = id.get_or_insert_with(crate::new_id);
-                let prepared = Prepared::extract(resource, id);
-                *resource = with_meta(resource, id, 0, "");
-                Some(prepared)
+                *resource = shape(resource, id);
+                Some(Prepared::extract(resource))
             }
             WriteOp::Update { resource, id, .. } => {
-                let prepared = Prepared::extract(resource, id);
-                // Put the body in its stored shape here, so the writer only fills in
-                // the version; a body naming another id keeps it, for the writer to
-                // refuse.
+                // A body naming another id keeps it, for the writer to refuse; its rows
+                // come from a shaped copy.
                 if resource
                     .get("id")
                     .is_none_or(|b| b.as_str() == Some(id.as_str()))
                 {
-                    *resource = with_meta(resource, id, 0, "");
+                    *resource = shape(resource, id);
+                    Some(Prepared::extract(resource))
+                } else {
+                    Some(Prepared::extract(&shape(resource, id)))
                 }
-                Some(prepared)
             }
             WriteOp::Delete { .. } => None,
         })
         .collect()
+}
+
+/// A body in its stored shape with placeholder version meta: the writer only fills in
+/// `meta.versionId` and `meta.lastUpdated` (see `set_version_meta`), and extraction
+/// from it gives the final rows but for the version-dependent ones, which the writer
+/// adds (`_content`) or which are not stored (`_lastUpdated`).
+fn shape(resource: &Value, id: &str) -> Value {
+    with_meta(resource, id, 1, "1970-01-01T00:00:00Z")
 }
 
 /// Where readers get a connection.
