@@ -46,7 +46,7 @@ impl Entry {
     }
 }
 
-fn parse_entry(api: &FhirApi, e: &Value) -> Result<Entry, ApiError> {
+fn parse_entry(api: &FhirApi, mut e: Value) -> Result<Entry, ApiError> {
     let request = e
         .get("request")
         .ok_or_else(|| ApiError::bad_request("entry has no request"))?;
@@ -82,14 +82,17 @@ fn parse_entry(api: &FhirApi, e: &Value) -> Result<Entry, ApiError> {
             .and_then(Value::as_str)
             .map(str::to_string)
     };
+    let if_match = str_field("ifMatch");
+    let if_none_exist = str_field("ifNoneExist");
     Ok(Entry {
         method,
         path,
         query,
         full_url: e.get("fullUrl").and_then(Value::as_str).map(str::to_string),
-        resource: e.get("resource").cloned(),
-        if_match: str_field("ifMatch"),
-        if_none_exist: str_field("ifNoneExist"),
+        // Moved out, not copied: a Bundle of 1,000 resources is megabytes of values.
+        resource: e.get_mut("resource").map(Value::take),
+        if_match,
+        if_none_exist,
     })
 }
 
@@ -115,14 +118,16 @@ fn patch_document(resource: Option<&Value>) -> Result<Value, ApiError> {
 
 pub(crate) async fn bundle(api: &FhirApi, ctx: &Ctx, req: Req) -> Result<Response, ApiError> {
     check_json_body(&req.headers)?;
-    let b = parse_resource(&req.body)?;
+    let mut b = parse_resource(&req.body)?;
     if b["resourceType"] != "Bundle" {
         return Err(ApiError::bad_request(
             "POST to the base takes a batch or transaction Bundle",
         ));
     }
-    let empty = Vec::new();
-    let entries = b.get("entry").and_then(Value::as_array).unwrap_or(&empty);
+    let entries = match b.get_mut("entry") {
+        Some(Value::Array(entries)) => std::mem::take(entries),
+        _ => Vec::new(),
+    };
     let max = api.inner.config.max_bundle_entries;
     if entries.len() > max {
         return Err(ApiError::PayloadTooLarge(format!(
@@ -242,11 +247,11 @@ async fn entry_from_response(resp: Response) -> Value {
 async fn batch(
     api: &FhirApi,
     ctx: &Ctx,
-    entries: &[Value],
+    entries: Vec<Value>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let mut out = Vec::with_capacity(entries.len());
-    for (i, raw) in entries.iter().enumerate() {
+    for (i, raw) in entries.into_iter().enumerate() {
         let resp = match parse_entry(api, raw) {
             Ok(e) if e.method == Method::POST && e.segs().is_empty() => Err(ApiError::bad_request(
                 "a Bundle inside a batch is not processed",
@@ -341,12 +346,12 @@ fn order(m: &Method) -> u8 {
 async fn transaction(
     api: &FhirApi,
     ctx: &Ctx,
-    raw: &[Value],
+    raw: Vec<Value>,
     prefer: Prefer,
 ) -> Result<Response, ApiError> {
     let at = |i: usize| move |e: ApiError| e.with_context(&format!("Bundle.entry[{i}]"));
     let mut entries = Vec::with_capacity(raw.len());
-    for (i, e) in raw.iter().enumerate() {
+    for (i, e) in raw.into_iter().enumerate() {
         let e = parse_entry(api, e).map_err(at(i))?;
         if e.segs().is_empty() || !is_type(&e.segs()[0]) {
             return Err(ApiError::bad_request(format!(
@@ -460,7 +465,7 @@ async fn transaction(
     let mut ops: Vec<WriteOp> = Vec::new();
     let mut plans: Vec<Option<Plan>> = (0..entries.len()).map(|_| None).collect();
     for &i in &idx {
-        let e = &entries[i];
+        let e = &mut entries[i];
         let ctxerr = at(i);
         let target = targets[i].clone();
         let plan = match e.method.as_str() {
@@ -472,9 +477,11 @@ async fn transaction(
                     let (t, id) = target.ok_or_else(|| ApiError::Internal("no target".into()))?;
                     let mut r = e
                         .resource
-                        .clone()
+                        .take()
                         .ok_or_else(|| ctxerr(ApiError::bad_request("POST without resource")))?;
-                    rewrite(&mut r, &refs, "");
+                    if !refs.is_empty() {
+                        rewrite(&mut r, &refs, "");
+                    }
                     check_type_matches(&r, &t).map_err(at(i))?;
                     ctx.access
                         .check_type(&Interaction::Create, &t)
@@ -494,9 +501,11 @@ async fn transaction(
                 let (t, id) = target.ok_or_else(|| ApiError::Internal("no target".into()))?;
                 let mut r = e
                     .resource
-                    .clone()
+                    .take()
                     .ok_or_else(|| ctxerr(ApiError::bad_request("PUT without resource")))?;
-                rewrite(&mut r, &refs, "");
+                if !refs.is_empty() {
+                    rewrite(&mut r, &refs, "");
+                }
                 check_type_matches(&r, &t).map_err(at(i))?;
                 match r.get("id") {
                     None => r["id"] = json!(id),
@@ -582,9 +591,11 @@ async fn transaction(
     for stored in outcomes.iter().filter_map(WriteOutcome::stored) {
         api.notify_write(&stored.resource_type, &stored.id);
     }
+    let mut outcomes: Vec<Option<WriteOutcome>> = outcomes.into_iter().map(Some).collect();
 
     let mut out = Vec::with_capacity(entries.len());
     let minimal = prefer.ret == http::ReturnPref::Minimal;
+    let deleted = || OutEntry::Json(json!({"response": {"status": "204 No Content"}}));
     for (i, plan) in plans.into_iter().enumerate() {
         let entry = match plan {
             Some(Plan::Read) => {
@@ -595,28 +606,90 @@ async fn transaction(
                         e.into_response()
                     }
                 };
-                entry_from_response(resp).await
+                OutEntry::Json(entry_from_response(resp).await)
             }
-            Some(Plan::Existing(s)) => stored_entry(api, &s, StatusCode::OK, minimal),
-            Some(Plan::NothingToDelete) => json!({"response": {"status": "204 No Content"}}),
-            Some(Plan::Write(k)) => match outcomes.get(k) {
+            Some(Plan::Existing(s)) => OutEntry::stored(api, s, StatusCode::OK, minimal),
+            Some(Plan::NothingToDelete) => deleted(),
+            Some(Plan::Write(k)) => match outcomes.get_mut(k).and_then(Option::take) {
                 Some(WriteOutcome::Created(s)) => {
-                    stored_entry(api, s, StatusCode::CREATED, minimal)
+                    OutEntry::stored(api, s, StatusCode::CREATED, minimal)
                 }
-                Some(WriteOutcome::Updated(s)) => stored_entry(api, s, StatusCode::OK, minimal),
-                Some(WriteOutcome::Deleted(_)) | None => {
-                    json!({"response": {"status": "204 No Content"}})
-                }
+                Some(WriteOutcome::Updated(s)) => OutEntry::stored(api, s, StatusCode::OK, minimal),
+                Some(WriteOutcome::Deleted(_)) | None => deleted(),
             },
-            None => json!({"response": {"status": "500 Internal Server Error"}}),
+            None => OutEntry::Json(json!({"response": {"status": "500 Internal Server Error"}})),
         };
         out.push(entry);
     }
-    Ok(fhir_response(
+    Ok(http::fhir_response_from(
         StatusCode::OK,
-        &json!({"resourceType": "Bundle", "id": vigil_store::new_id(),
-            "type": "transaction-response", "entry": out}),
+        &ResponseBundle {
+            resource_type: "Bundle",
+            id: vigil_store::new_id(),
+            bundle_type: "transaction-response",
+            entry: out,
+        },
     ))
+}
+
+/// A transaction-response Bundle, serialized straight from the stored resources (a
+/// `Value` tree of it would copy every resource once more).
+#[derive(serde::Serialize)]
+struct ResponseBundle {
+    #[serde(rename = "resourceType")]
+    resource_type: &'static str,
+    id: String,
+    #[serde(rename = "type")]
+    bundle_type: &'static str,
+    entry: Vec<OutEntry>,
+}
+
+/// One entry of a [`ResponseBundle`].
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum OutEntry {
+    Json(Value),
+    Stored {
+        #[serde(rename = "fullUrl")]
+        full_url: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resource: Option<SharedResource>,
+        response: StoredResponse,
+    },
+}
+
+/// A stored resource, serialized where it is (serde's `Arc` support needs its `rc`
+/// feature for this one use).
+struct SharedResource(std::sync::Arc<Value>);
+
+impl serde::Serialize for SharedResource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.as_ref().serialize(s)
+    }
+}
+
+#[derive(serde::Serialize)]
+struct StoredResponse {
+    status: String,
+    location: String,
+    etag: String,
+    #[serde(rename = "lastModified")]
+    last_modified: String,
+}
+
+impl OutEntry {
+    fn stored(api: &FhirApi, s: Stored, status: StatusCode, minimal: bool) -> OutEntry {
+        OutEntry::Stored {
+            full_url: crate::api::full_url(api, &s.resource_type, &s.id),
+            response: StoredResponse {
+                status: status_text(status),
+                location: format!("{}/{}/_history/{}", s.resource_type, s.id, s.version),
+                etag: http::etag(s.version),
+                last_modified: s.last_updated_text,
+            },
+            resource: (!minimal).then_some(SharedResource(s.resource)),
+        }
+    }
 }
 
 fn entry_if_match(e: &Entry) -> Result<Option<u64>, ApiError> {
@@ -628,18 +701,3 @@ fn entry_if_match(e: &Entry) -> Result<Option<u64>, ApiError> {
     }
 }
 
-fn stored_entry(api: &FhirApi, s: &Stored, status: StatusCode, minimal: bool) -> Value {
-    let mut e = json!({
-        "fullUrl": crate::api::full_url(api, &s.resource_type, &s.id),
-        "response": {
-            "status": status_text(status),
-            "location": format!("{}/{}/_history/{}", s.resource_type, s.id, s.version),
-            "etag": http::etag(s.version),
-            "lastModified": s.last_updated_text,
-        },
-    });
-    if !minimal {
-        e["resource"] = (*s.resource).clone();
-    }
-    e
-}

@@ -20,6 +20,24 @@ pub fn fhir_response(status: StatusCode, body: &Value) -> Response {
     resp
 }
 
+/// A FHIR JSON response serialized from any `Serialize` (no intermediate `Value`).
+pub fn fhir_response_from<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut resp = Response::new(Body::from(bytes));
+            *resp.status_mut() = status;
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+            resp
+        }
+        Err(e) => {
+            use axum::response::IntoResponse;
+            crate::error::ApiError::Internal(format!("serializing the response: {e}"))
+                .into_response()
+        }
+    }
+}
+
 /// A header value as text (`None` when absent or not visible ASCII).
 pub fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())

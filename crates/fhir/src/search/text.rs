@@ -159,11 +159,30 @@ fn collapse_whitespace(s: &str) -> String {
 }
 
 /// All string values of a resource joined by spaces, for `_content`: every JSON string
-/// except `resourceType` and the narrative `div` (which is `_text`'s), in document order.
-/// Contained resources are included: they are part of the resource's content.
+/// except `resourceType`, the narrative `div` (which is `_text`'s) and the resource's
+/// own `meta.versionId` and `meta.lastUpdated` (bookkeeping, not content: leaving them
+/// out lets a store index a body before it knows the version it will get), in document
+/// order. Contained resources are included: they are part of the resource's content.
 pub fn content_text(resource: &Value) -> String {
     let mut out = String::new();
-    collect_strings(resource, &mut out);
+    match resource {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("resourceType" | "div", _) => {}
+                    ("meta", Value::Object(meta)) => {
+                        for (mk, mv) in meta {
+                            if mk != "versionId" && mk != "lastUpdated" {
+                                collect_strings(mv, &mut out);
+                            }
+                        }
+                    }
+                    _ => collect_strings(v, &mut out),
+                }
+            }
+        }
+        other => collect_strings(other, &mut out),
+    }
     out
 }
 
@@ -195,6 +214,18 @@ fn collect_strings(v: &Value, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_leaves_out_version_metadata() {
+        let r = serde_json::json!({
+            "resourceType": "Patient", "id": "p1",
+            "meta": {"versionId": "7", "lastUpdated": "2024-01-01T00:00:00Z",
+                     "tag": [{"code": "vip"}]},
+            "contained": [{"resourceType": "Patient", "meta": {"versionId": "2"}}],
+            "name": [{"family": "Chalmers"}]
+        });
+        assert_eq!(content_text(&r), "p1 vip 2 Chalmers");
+    }
 
     #[test]
     fn normalizes() {

@@ -52,10 +52,9 @@ pub(crate) fn insert_rows(
     rt: &str,
     rid: i64,
     rows: &[(&str, IndexValue<'_>)],
-    extra: &[(&str, IndexValue<'_>)],
 ) -> rusqlite::Result<()> {
     let mut next = [first_key(rid); INDEX_TABLES.len()];
-    for (param, value) in rows.iter().chain(extra) {
+    for (param, value) in rows {
         let slot = &mut next[table_of(value)];
         insert_row(conn, rt, *slot, param, value)?;
         *slot += 1;

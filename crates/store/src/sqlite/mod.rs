@@ -27,7 +27,6 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use vigil_fhir::search::{IndexValue, StringValue};
 
 /// Most operations the writer puts into one group commit; bounds the latency a large
 /// queue adds to the first request of a group.
@@ -55,65 +54,47 @@ struct Job {
     reply: Reply,
 }
 
-/// Index rows of a resource to write, extracted before it reaches the writer thread (so
-/// extraction runs on the requesting threads, in parallel). They are extracted from the
-/// resource with its final id but placeholder `meta.versionId` and `meta.lastUpdated`:
-/// the writer adds the `_content` row, which depends on them, once it knows the
-/// version. `_id` and `_lastUpdated` rows are not stored at all: searches read the
-/// `resource` row's columns, and [`index::read_rows`] gives them back.
-const CONTENT: &str = "_content";
-
+/// A resource to write, made ready before it reaches the writer thread (so this work
+/// runs on the requesting threads, in parallel): its index rows and its stored text,
+/// both from the body in its stored shape with empty version meta (see [`shape`]).
+/// Neither depends on the version the writer will give it: `_content` leaves the
+/// version meta out, and `_id` and `_lastUpdated` rows are not stored at all (searches
+/// read the `resource` row's columns, and [`index::read_rows`] gives them back).
 struct Prepared {
     rows: Vec<(&'static str, OwnedIndexValue)>,
-    /// Whether extraction gave a `_content` row.
-    content: bool,
+    /// The stored text, when the body was shaped here (the writer then only splices the
+    /// version meta in).
+    body: Option<ShapedText>,
 }
 
 impl Prepared {
-    /// Extract from a body already in its stored shape (see [`shape`]).
-    fn extract(shaped: &Value) -> Prepared {
-        let mut content = false;
+    /// From a body already in its stored shape.
+    fn new(shaped: &Value, with_text: bool) -> Prepared {
         let rows = crate::index::extract_rows(shaped)
             .into_iter()
-            .filter(|(p, _)| {
-                content |= *p == CONTENT;
-                *p != CONTENT && !index::ROW_COLUMN_PARAMS.contains(p)
-            })
+            .filter(|(p, _)| !index::ROW_COLUMN_PARAMS.contains(p))
             .map(|(p, v)| (p, v.into_owned()))
             .collect();
-        Prepared { rows, content }
-    }
-
-    /// The rows that depend on the stored version: as extraction gives them for the
-    /// final resource `r`.
-    fn version_rows(&self, r: &Value) -> Vec<(&'static str, OwnedIndexValue)> {
-        let mut out = Vec::with_capacity(1);
-        if self.content {
-            let exact = vigil_fhir::search::content_text(r);
-            if !exact.is_empty() {
-                let normalized = vigil_fhir::search::normalize(&exact);
-                out.push((
-                    CONTENT,
-                    IndexValue::String(StringValue {
-                        normalized: Cow::Owned(normalized),
-                        exact: Cow::Owned(exact),
-                    }),
-                ));
-            }
+        Prepared {
+            rows,
+            body: if with_text {
+                ShapedText::new(shaped)
+            } else {
+                None
+            },
         }
-        out
     }
 }
 
-/// Give creates their ids and extract the index rows of every resource (on the calling
-/// thread).
+/// Give creates their ids, put bodies into their stored shape and prepare them (on the
+/// calling thread).
 fn prepare(ops: &mut [WriteOp]) -> Vec<Option<Prepared>> {
     ops.iter_mut()
         .map(|op| match op {
             WriteOp::Create { resource, id } => {
                 let id = id.get_or_insert_with(crate::new_id);
-                *resource = shape(resource, id);
-                Some(Prepared::extract(resource))
+                *resource = shape(std::mem::take(resource), id);
+                Some(Prepared::new(resource, true))
             }
             WriteOp::Update { resource, id, .. } => {
                 // A body naming another id keeps it, for the writer to refuse; its rows
@@ -122,10 +103,10 @@ fn prepare(ops: &mut [WriteOp]) -> Vec<Option<Prepared>> {
                     .get("id")
                     .is_none_or(|b| b.as_str() == Some(id.as_str()))
                 {
-                    *resource = shape(resource, id);
-                    Some(Prepared::extract(resource))
+                    *resource = shape(std::mem::take(resource), id);
+                    Some(Prepared::new(resource, true))
                 } else {
-                    Some(Prepared::extract(&shape(resource, id)))
+                    Some(Prepared::new(&shape(resource.clone(), id), false))
                 }
             }
             WriteOp::Delete { .. } => None,
@@ -133,12 +114,86 @@ fn prepare(ops: &mut [WriteOp]) -> Vec<Option<Prepared>> {
         .collect()
 }
 
-/// A body in its stored shape with placeholder version meta: the writer only fills in
-/// `meta.versionId` and `meta.lastUpdated` (see `set_version_meta`), and extraction
-/// from it gives the final rows but for the version-dependent ones, which the writer
-/// adds (`_content`) or which are not stored (`_lastUpdated`).
-fn shape(resource: &Value, id: &str) -> Value {
-    with_meta(resource, id, 1, "1970-01-01T00:00:00Z")
+/// A body in its stored shape: `resourceType`, `id`, then `meta` led by `versionId` and
+/// `lastUpdated` (empty here: the writer fills them in, see `set_version_meta`), then
+/// the rest in its order.
+fn shape(resource: Value, id: &str) -> Value {
+    with_meta(resource, id, "", "")
+}
+
+/// The JSON text of a shaped body without its `versionId` and `lastUpdated`, and where
+/// they go: the writer splices them in once it knows the version, instead of
+/// serializing the whole body on its (single) thread.
+struct ShapedText {
+    text: String,
+    /// Just after the `{` of `meta`.
+    meta_at: usize,
+    /// Whether `meta` has other members (which follow the version meta, after a comma).
+    more_meta: bool,
+}
+
+impl ShapedText {
+    /// `None` unless the body has the shape [`shape`] gives.
+    fn new(shaped: &Value) -> Option<ShapedText> {
+        let obj = shaped.as_object()?;
+        let mut out: Vec<u8> = Vec::with_capacity(1024);
+        let mut meta_at = None;
+        let mut more_meta = false;
+        out.push(b'{');
+        for (n, (k, v)) in obj.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, k).ok()?;
+            out.push(b':');
+            match (k.as_str(), v) {
+                ("meta", Value::Object(meta)) => {
+                    let mut entries = meta.iter();
+                    let version_first = matches!(entries.next(), Some((k, _)) if k == "versionId")
+                        && matches!(entries.next(), Some((k, _)) if k == "lastUpdated");
+                    if !version_first || meta_at.is_some() {
+                        return None;
+                    }
+                    out.push(b'{');
+                    meta_at = Some(out.len());
+                    for (mk, mv) in entries {
+                        if more_meta {
+                            out.push(b',');
+                        }
+                        more_meta = true;
+                        serde_json::to_writer(&mut out, mk).ok()?;
+                        out.push(b':');
+                        serde_json::to_writer(&mut out, mv).ok()?;
+                    }
+                    out.push(b'}');
+                }
+                _ => serde_json::to_writer(&mut out, v).ok()?,
+            }
+        }
+        out.push(b'}');
+        Some(ShapedText {
+            text: String::from_utf8(out).ok()?,
+            meta_at: meta_at?,
+            more_meta,
+        })
+    }
+
+    /// The stored text of `version` written at `last_updated`.
+    fn finish(&self, version: u64, last_updated: &str) -> String {
+        let (head, tail) = self.text.split_at(self.meta_at);
+        let mut out = String::with_capacity(self.text.len() + 64);
+        out.push_str(head);
+        out.push_str("\"versionId\":\"");
+        out.push_str(&version.to_string());
+        out.push_str("\",\"lastUpdated\":\"");
+        out.push_str(last_updated);
+        out.push('"');
+        if self.more_meta {
+            out.push(',');
+        }
+        out.push_str(tail);
+        out
+    }
 }
 
 /// Where readers get a connection.
@@ -892,35 +947,38 @@ fn check_if_match(if_match: Option<u64>, cur: Option<Current>) -> Result<()> {
     }
 }
 
-/// `resourceType`, `id`, `meta` (with versionId and lastUpdated set, other meta kept),
-/// then the rest in its order.
-fn with_meta(resource: &Value, id: &str, version: u64, last_updated: &str) -> Value {
+/// `resourceType`, `id`, `meta` (led by versionId and lastUpdated, other meta kept after
+/// them), then the rest in its order.
+fn with_meta(resource: Value, id: &str, version: &str, last_updated: &str) -> Value {
     let Value::Object(obj) = resource else {
-        return resource.clone();
+        return resource;
     };
     let mut out = Map::with_capacity(obj.len() + 2);
     let mut meta = Map::new();
-    let mut rest = Vec::with_capacity(obj.len());
-    for (k, v) in obj {
-        match k.as_str() {
-            "resourceType" => {
-                out.insert(k.clone(), v.clone());
-            }
-            "id" => {}
-            "meta" => {
-                if let Value::Object(m) = v {
-                    meta = m.clone();
-                }
-            }
-            _ => rest.push((k.clone(), v.clone())),
-        }
-    }
-    out.insert("id".into(), Value::String(id.to_string()));
     meta.insert("versionId".into(), Value::String(version.to_string()));
     meta.insert(
         "lastUpdated".into(),
         Value::String(last_updated.to_string()),
     );
+    let mut rest = Vec::with_capacity(obj.len());
+    for (k, v) in obj {
+        match k.as_str() {
+            "resourceType" => {
+                out.insert(k, v);
+            }
+            "id" => {}
+            "meta" => {
+                if let Value::Object(m) = v {
+                    meta.extend(
+                        m.into_iter()
+                            .filter(|(k, _)| k != "versionId" && k != "lastUpdated"),
+                    );
+                }
+            }
+            _ => rest.push((k, v)),
+        }
+    }
+    out.insert("id".into(), Value::String(id.to_string()));
     out.insert("meta".into(), Value::Object(meta));
     out.extend(rest);
     Value::Object(out)
@@ -938,7 +996,7 @@ fn set_version_meta(r: &mut Value, id: &str, version: u64, last_updated: &str) {
         );
         return;
     }
-    *r = with_meta(r, id, version, last_updated);
+    *r = with_meta(std::mem::take(r), id, &version.to_string(), last_updated);
 }
 
 /// Write a new version (a tombstone when `resource` is None) and make it current.
@@ -964,25 +1022,25 @@ fn write_version(
         }
         None => (None, None),
     };
-    let body = match resource {
-        Some(r) => Some(serde_json::to_string(r).map_err(|e| StoreError::Invalid(e.to_string()))?),
-        None => None,
+    let body = match (resource, prepared.and_then(|p| p.body.as_ref())) {
+        (Some(_), Some(shaped)) => Some(shaped.finish(version, &text)),
+        (Some(r), None) => {
+            Some(serde_json::to_string(r).map_err(|e| StoreError::Invalid(e.to_string()))?)
+        }
+        (None, _) => None,
     };
-    // Rows extracted by the requester (plus the version-dependent ones), or here.
-    let (rows, extra) = match (prepared, resource) {
-        (Some(p), Some(r)) => (Cow::Borrowed(p.rows.as_slice()), p.version_rows(r)),
-        (None, Some(r)) => (
-            Cow::Owned(
-                crate::index::extract_rows(r)
-                    .into_iter()
-                    .filter(|(p, _)| !index::ROW_COLUMN_PARAMS.contains(p))
-                    .collect(),
-            ),
-            Vec::new(),
+    // Rows extracted by the requester, or here.
+    let rows = match (prepared, resource) {
+        (Some(p), Some(_)) => Cow::Borrowed(p.rows.as_slice()),
+        (None, Some(r)) => Cow::Owned(
+            crate::index::extract_rows(r)
+                .into_iter()
+                .filter(|(p, _)| !index::ROW_COLUMN_PARAMS.contains(p))
+                .collect(),
         ),
-        (_, None) => (Cow::Owned(Vec::new()), Vec::new()),
+        (_, None) => Cow::Owned(Vec::new()),
     };
-    let count = rows.len() + extra.len();
+    let count = rows.len();
     if i64::try_from(count).map_or(true, |n| n > schema::KEY_SPAN) {
         return Err(StoreError::Invalid(format!(
             "{rt}/{id} has {count} search index values, more than the store keeps per resource"
@@ -1017,7 +1075,7 @@ fn write_version(
                     conn.last_insert_rowid()
                 }
             };
-        index::insert_rows(conn, rt, rid, &rows, &extra)
+        index::insert_rows(conn, rt, rid, &rows)
     };
     sql().map_err(storage)?;
     drop(rows);
@@ -1035,4 +1093,32 @@ fn write_version(
         last_updated_text: text,
         deleted,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The text the writer stores is the final body serialized, whatever meta it had.
+    #[test]
+    fn spliced_text_is_the_final_body() {
+        let bodies = [
+            json!({"resourceType": "Patient", "name": [{"family": "Ng"}]}),
+            json!({"resourceType": "Patient", "id": "x", "meta": {"tag": [{"code": "a"}],
+                "versionId": "9", "lastUpdated": "2020-01-01T00:00:00Z", "source": "s"}}),
+            json!({"resourceType": "Patient", "meta": {}, "active": true,
+                "extension": [{"url": "u", "valueMeta": {"versionId": "1"}}]}),
+        ];
+        for body in bodies {
+            let mut shaped = shape(body, "p-1");
+            let text = ShapedText::new(&shaped).unwrap();
+            set_version_meta(&mut shaped, "p-1", 12, "2024-05-01T12:00:00.123Z");
+            let stored = text.finish(12, "2024-05-01T12:00:00.123Z");
+            assert_eq!(stored, serde_json::to_string(&shaped).unwrap());
+            let meta = shaped["meta"].as_object().unwrap();
+            assert_eq!(meta.keys().next().map(String::as_str), Some("versionId"));
+            assert_eq!(shaped["meta"]["versionId"], "12");
+        }
+    }
 }

@@ -247,6 +247,18 @@ impl Client {
 
     /// Send a request; a non-2xx answer is an error with the server's message.
     fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let body = body.map(Value::to_string);
+        let text = self.send_text(method, path, body.as_deref())?;
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text).context("the response is not JSON")
+    }
+
+    /// Send a request with a body already serialized and return the answer's text
+    /// unparsed (the timed loops keep the load generator's own work small, as it shares
+    /// the machine with the server).
+    fn send_text(&self, method: &str, path: &str, body: Option<&str>) -> Result<String> {
         let url = format!("{}{path}", self.base);
         let req = self
             .agent
@@ -256,17 +268,11 @@ impl Client {
         let result = match body {
             Some(b) => req
                 .set("Content-Type", "application/fhir+json")
-                .send_string(&b.to_string()),
+                .send_string(b),
             None => req.call(),
         };
         match result {
-            Ok(resp) => {
-                let text = resp.into_string().context("reading the response")?;
-                if text.is_empty() {
-                    return Ok(Value::Null);
-                }
-                serde_json::from_str(&text).context("the response is not JSON")
-            }
+            Ok(resp) => resp.into_string().context("reading the response"),
             Err(ureq::Error::Status(code, resp)) => {
                 let text = resp.into_string().unwrap_or_default();
                 bail!("{method} {path}: HTTP {code}: {}", truncate(&text, 600))
@@ -274,6 +280,44 @@ impl Client {
             Err(e) => Err(anyhow!("{method} {path}: {e}")),
         }
     }
+
+    /// Post a serialized transaction of `size` creates and check that its response
+    /// reports `size` of them created.
+    fn post_transaction(&self, body: &str, size: usize) -> Result<()> {
+        let text = self.send_text("POST", "", Some(body))?;
+        let created = text.matches("\"201 Created\"").count();
+        if created != size {
+            bail!(
+                "a transaction of {size} creates answered {created} created: {}",
+                truncate(&text, 600)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Transactions of `size` Observation creates, numbered from `first`, serialized.
+fn transaction_bodies(first: usize, bundles: usize, size: usize, patients: usize) -> Vec<String> {
+    (0..bundles)
+        .map(|b| {
+            let entries = (0..size)
+                .map(|j| post_entry(observation(first + b * size + j, patients)))
+                .collect();
+            transaction(entries).to_string()
+        })
+        .collect()
+}
+
+/// CPU time (user + system) this process has used so far, where the OS tells it
+/// (Linux: /proc/self/stat, in clock ticks of 10 ms).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start after its ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 fn truncate(s: &str, n: usize) -> &str {
@@ -566,14 +610,12 @@ fn measure(
             continue;
         }
         eprintln!("transaction Bundles of {size}: {bundles}");
-        let first = next_obs;
+        let bodies = transaction_bodies(next_obs, bundles, size, patients);
+        let cpu_before = process_cpu();
         let d = parallel(threads, bundles, |t, b| {
-            let entries = (0..size)
-                .map(|j| post_entry(observation(first + b * size + j, patients)))
-                .collect();
-            clients[t].send("POST", "", Some(&transaction(entries)))?;
-            Ok(())
+            clients[t].post_transaction(&bodies[b], size)
         })?;
+        let cpu = process_cpu().zip(cpu_before).map(|(a, b)| a.saturating_sub(b));
         next_obs += bundles * size;
         results.add(
             &format!("bundle_{size}_resources_per_s"),
@@ -581,6 +623,14 @@ fn measure(
             per_sec(bundles * size, d),
             "/s",
         );
+        if let Some(cpu) = cpu {
+            results.add(
+                &format!("bundle_{size}_cpu_us_per_resource"),
+                format!("  CPU per resource, server and clients (transactions of {size})"),
+                cpu.as_secs_f64() * 1e6 / (bundles * size) as f64,
+                "µs",
+            );
+        }
     }
 
     // (c) load to the target, then search latency.
@@ -595,7 +645,7 @@ fn measure(
             let entries = (b * 1000..end)
                 .map(|j| post_entry(observation(first + j, patients)))
                 .collect();
-            clients[t].send("POST", "", Some(&transaction(entries)))?;
+            clients[t].post_transaction(&transaction(entries).to_string(), end - b * 1000)?;
             progress.update(done.fetch_add(end - b * 1000, Ordering::Relaxed) + end - b * 1000);
             Ok(())
         })?;
