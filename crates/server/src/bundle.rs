@@ -700,4 +700,3 @@ fn entry_if_match(e: &Entry) -> Result<Option<u64>, ApiError> {
             .ok_or_else(|| ApiError::bad_request(format!("ifMatch {v:?} is not a version ETag"))),
     }
 }
-
