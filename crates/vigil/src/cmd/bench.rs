@@ -615,7 +615,9 @@ fn measure(
         let d = parallel(threads, bundles, |t, b| {
             clients[t].post_transaction(&bodies[b], size)
         })?;
-        let cpu = process_cpu().zip(cpu_before).map(|(a, b)| a.saturating_sub(b));
+        let cpu = process_cpu()
+            .zip(cpu_before)
+            .map(|(a, b)| a.saturating_sub(b));
         next_obs += bundles * size;
         results.add(
             &format!("bundle_{size}_resources_per_s"),
