@@ -1255,6 +1255,11 @@ pub fn search_token_matches_oracle(make: Make<'_>) {
             "code:missing=true",
             "status=final&code=8867-4",
             "combo-code=8480-6",
+            "combo-code=http://loinc.org|8867-4,8480-6",
+            "combo-code:not=8480-6",
+            "combo-code:missing=true",
+            "combo-code:missing=false",
+            "combo-code:text=blood pressure",
             "component-code=http://loinc.org|8462-4",
             "_count=1&code:text=pulse",
         ],
@@ -1625,6 +1630,11 @@ pub fn search_sort_orders(make: Make<'_>) {
     assert_eq!(
         ids("Observation", "code=29463-7&_sort=-value-quantity"),
         // Canonical: 176.4 [lb_av] is 80.01 kg, above 80 kg.
+        vec!["o7", "o6", "o8", "o9"]
+    );
+    // A union parameter (`value-quantity | component-value-quantity`) sorts the same.
+    assert_eq!(
+        ids("Observation", "code=29463-7&_sort=-combo-value-quantity"),
         vec!["o7", "o6", "o8", "o9"]
     );
     assert_eq!(

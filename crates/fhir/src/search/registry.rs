@@ -144,6 +144,9 @@ pub struct SearchRegistry {
     pub(crate) params: Vec<SearchParam>,
     pub(crate) types: HashMap<&'static str, TypePlans>,
     by_url: HashMap<&'static str, usize>,
+    /// Parameter code → the codes whose values together are exactly its values (see
+    /// [`SearchRegistry::union_sources`]).
+    unions: HashMap<&'static str, Vec<&'static str>>,
     problems: Vec<PrepareProblem>,
     expression_count: usize,
 }
@@ -219,6 +222,8 @@ impl SearchRegistry {
         // Identical texts (`Resource.id` for every type) are compiled once and shared.
         let mut compiled: HashMap<String, Option<Arc<Expression>>> = HashMap::new();
         let mut types = HashMap::new();
+        // (type, parameter index) → the parts of its expression for that type.
+        let mut parts_of: HashMap<(&'static str, usize), Vec<String>> = HashMap::new();
         for &rt in &resource_types {
             let mut tp = TypePlans::default();
             if let Some(def) = model.type_def(rt) {
@@ -234,6 +239,10 @@ impl SearchRegistry {
                         let text = specialize(src, rt, model);
                         if text.is_empty() {
                             continue;
+                        }
+                        if p.special == Special::None {
+                            let parts = split_union(&text).into_iter().map(bare).collect();
+                            parts_of.insert((rt, pi), parts);
                         }
                         let entry = compiled.entry(text.clone()).or_insert_with(|| {
                             // Check paths against the base the parts were written for.
@@ -300,10 +309,12 @@ impl SearchRegistry {
             types.insert(rt, tp);
         }
         let expression_count = compiled.values().filter(|e| e.is_some()).count();
+        let unions = union_parameters(&params, &types, &parts_of);
         SearchRegistry {
             params,
             types,
             by_url,
+            unions,
             problems,
             expression_count,
         }
@@ -348,6 +359,21 @@ impl SearchRegistry {
         tp.plans[i].expr.as_deref().map(Expression::source)
     }
 
+    /// The parameters a *union parameter* is made of: for every type that has parameter
+    /// `code`, its expression is the union of theirs (same parameter type, same
+    /// components), each of theirs a strict part of it. R4's `combo-code` is `code |
+    /// component-code`; its values are exactly theirs, so a store may keep only theirs
+    /// and search `code` or `component-code` for it. `None` for every other parameter
+    /// (on some type not such a union, or not known).
+    pub fn union_sources(&self, code: &str) -> Option<&[&'static str]> {
+        self.unions.get(code).map(Vec::as_slice)
+    }
+
+    /// All union parameters (see [`SearchRegistry::union_sources`]) with their sources.
+    pub fn union_parameters(&self) -> impl Iterator<Item = (&'static str, &[&'static str])> {
+        self.unions.iter().map(|(c, s)| (*c, s.as_slice()))
+    }
+
     /// Expressions that failed to prepare. Empty for the R4 definitions (a test checks).
     pub fn problems(&self) -> &[PrepareProblem] {
         &self.problems
@@ -373,6 +399,113 @@ impl SearchRegistry {
     pub(crate) fn plans(&self, resource_type: &str) -> Option<&TypePlans> {
         self.types.get(resource_type)
     }
+}
+
+/// A union part without surrounding whitespace and redundant outer parentheses, to
+/// compare parts of different parameters.
+fn bare(part: &str) -> String {
+    let mut p = part.trim();
+    while let Some(inner) = p.strip_prefix('(').and_then(|x| x.strip_suffix(')')) {
+        // Only when the parentheses enclose the whole part: `(a).b | (c)` keeps its own.
+        if split_union(inner).len() != 1 || !balanced(inner) {
+            break;
+        }
+        p = inner.trim();
+    }
+    p.to_string()
+}
+
+/// Whether parentheses balance within `s` without ever closing more than opened.
+fn balanced(s: &str) -> bool {
+    let mut depth = 0i32;
+    for c in s.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    depth == 0
+}
+
+/// Find the union parameters (see [`SearchRegistry::union_sources`]): per type, a
+/// parameter of several parts whose parts are exactly covered by other parameters of
+/// the same type and kind with fewer parts; kept only if that holds, with the same
+/// sources, on every type having the code, so a store can map a code to its sources
+/// whatever the types a search spans.
+fn union_parameters(
+    params: &[SearchParam],
+    types: &HashMap<&'static str, TypePlans>,
+    parts_of: &HashMap<(&'static str, usize), Vec<String>>,
+) -> HashMap<&'static str, Vec<&'static str>> {
+    let same_kind = |a: &SearchParam, b: &SearchParam| {
+        a.def.param_type == b.def.param_type
+            && a.components.len() == b.components.len()
+            && a.components
+                .iter()
+                .zip(&b.components)
+                .all(|(x, y)| x.param_type == y.param_type && x.expr.source() == y.expr.source())
+    };
+    // Per code: the sources on each type having it (None where it is no union).
+    let mut per_code: HashMap<&'static str, Vec<Option<Vec<&'static str>>>> = HashMap::new();
+    for (&rt, tp) in types {
+        for plan in &tp.plans {
+            let p = &params[plan.param];
+            let found = parts_of.get(&(rt, plan.param)).and_then(|parts| {
+                if parts.len() < 2 {
+                    return None;
+                }
+                let mut sources: Vec<&'static str> = Vec::new();
+                let mut covered = vec![false; parts.len()];
+                for other in &tp.plans {
+                    let q = &params[other.param];
+                    if other.param == plan.param || !same_kind(p, q) {
+                        continue;
+                    }
+                    let Some(qparts) = parts_of.get(&(rt, other.param)) else {
+                        continue;
+                    };
+                    let within: Option<Vec<usize>> = qparts
+                        .iter()
+                        .map(|qp| parts.iter().position(|pp| pp == qp))
+                        .collect();
+                    match within {
+                        // Disjoint from what is covered already: no value counted twice.
+                        Some(at)
+                            if qparts.len() < parts.len() && at.iter().all(|&i| !covered[i]) =>
+                        {
+                            at.iter().for_each(|&i| covered[i] = true);
+                            sources.push(q.code());
+                        }
+                        _ => {}
+                    }
+                }
+                covered.iter().all(|&c| c).then(|| {
+                    sources.sort_unstable();
+                    sources
+                })
+            });
+            per_code.entry(p.code()).or_default().push(found);
+        }
+    }
+    let mut unions: HashMap<&'static str, Vec<&'static str>> = per_code
+        .into_iter()
+        .filter_map(|(code, all)| {
+            let first = all.first()?.clone()?;
+            all.iter()
+                .all(|s| s.as_ref() == Some(&first))
+                .then_some((code, first))
+        })
+        .collect();
+    // A source must be stored itself: drop unions built on other unions.
+    let derived: Vec<&'static str> = unions.keys().copied().collect();
+    unions.retain(|_, sources| !sources.iter().any(|s| derived.contains(s)));
+    unions
 }
 
 /// The definition giving a composite component its type.
@@ -624,6 +757,44 @@ fn passes_empty(f: Func) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn r4_union_parameters_are_the_observation_combos() {
+        let r = SearchRegistry::r4();
+        let mut unions: Vec<(&str, Vec<&str>)> =
+            r.union_parameters().map(|(c, s)| (c, s.to_vec())).collect();
+        unions.sort();
+        assert_eq!(
+            unions,
+            vec![
+                ("combo-code", vec!["code", "component-code"]),
+                (
+                    "combo-code-value-concept",
+                    vec!["code-value-concept", "component-code-value-concept"]
+                ),
+                (
+                    "combo-code-value-quantity",
+                    vec!["code-value-quantity", "component-code-value-quantity"]
+                ),
+                (
+                    "combo-data-absent-reason",
+                    vec!["component-data-absent-reason", "data-absent-reason"]
+                ),
+                (
+                    "combo-value-concept",
+                    vec!["component-value-concept", "value-concept"]
+                ),
+                (
+                    "combo-value-quantity",
+                    vec!["component-value-quantity", "value-quantity"]
+                ),
+            ]
+        );
+        assert_eq!(r.union_sources("code"), None);
+        assert_eq!(bare(" ((A.b | C)) "), "(A.b | C)");
+        assert_eq!(bare("(A.b as X)"), "A.b as X");
+        assert_eq!(bare("(A).b | (C)"), "(A).b | (C)");
+    }
 
     #[test]
     fn splits_unions() {

@@ -1136,3 +1136,72 @@ fn malformed_content_never_panics() {
         }
     }
 }
+
+/// A union parameter's values are exactly its sources' values (without repeats), on the
+/// official Observation examples and on ones whose code repeats as a component code:
+/// what lets a store keep only the sources' rows.
+#[test]
+fn union_parameters_have_exactly_their_sources_values() {
+    let registry = SearchRegistry::r4();
+    let mut resources: Vec<(String, Value)> = examples()
+        .into_iter()
+        .filter(|(_, r)| r["resourceType"] == "Observation")
+        .collect();
+    assert!(resources.len() >= 2, "{}", resources.len());
+    resources.push(("vital signs".into(), vital_signs()));
+    let concept = |code: &str| json!({"coding": [{"system": "http://snomed.info/sct", "code": code}], "text": code});
+    resources.push((
+        "concepts and absent data".into(),
+        json!({"resourceType": "Observation", "status": "final",
+            "code": concept("363788007"),
+            "valueCodeableConcept": concept("260385009"),
+            "component": [
+                {"code": concept("1"), "valueCodeableConcept": concept("2")},
+                {"code": concept("3"), "dataAbsentReason": concept("asked-unknown")},
+                {"code": concept("1"), "valueCodeableConcept": concept("2")}]}),
+    ));
+    resources.push((
+        "absent value".into(),
+        json!({"resourceType": "Observation", "status": "final",
+            "code": concept("4"), "dataAbsentReason": concept("not-performed"),
+            "component": [{"code": concept("4"), "dataAbsentReason": concept("not-performed")}]}),
+    ));
+    resources.push((
+        "code repeated as component".into(),
+        json!({"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "valueQuantity": {"value": 60, "system": "http://unitsofmeasure.org", "code": "/min"},
+            "component": [{
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                "valueQuantity": {"value": 60, "system": "http://unitsofmeasure.org", "code": "/min"}}]}),
+    ));
+    let values = |x: &Extraction<'_, '_>, code: &str| -> Vec<String> {
+        let mut v: Vec<String> = x
+            .entries
+            .iter()
+            .filter(|e| e.param.code() == code)
+            .map(|e| format!("{:?}", e.value))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let mut checked = 0;
+    for (name, r) in &resources {
+        let x = registry.extract(r).unwrap();
+        for (code, sources) in registry.union_parameters() {
+            let mut expected: Vec<String> = sources.iter().flat_map(|s| values(&x, s)).collect();
+            expected.sort();
+            expected.dedup();
+            let own = values(&x, code);
+            // Values are distinct per parameter, so no repeats to lose in the comparison.
+            assert_eq!(
+                x.entries.iter().filter(|e| e.param.code() == code).count(),
+                own.len()
+            );
+            assert_eq!(own, expected, "{name}: {code}");
+            checked += usize::from(!own.is_empty());
+        }
+    }
+    assert!(checked >= 15, "{checked}");
+}

@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::borrow::Cow;
 use vigil_fhir::search::{
     CanonicalQuantity, Comparator, DateValue, IndexValue, NumberValue, PositionValue,
-    QuantityValue, ReferenceValue, StringValue, TokenValue, UriValue,
+    QuantityValue, ReferenceValue, SearchRegistry, StringValue, TokenValue, UriValue,
 };
 
 /// Parameters answered from the `resource` row's own columns (`id`, `last_updated`):
@@ -390,5 +390,40 @@ pub(crate) fn read_rows(
             })
         }))
     })?;
+    add_union_rows(rt, &mut out);
     Ok(out)
+}
+
+/// Whether this backend keeps no rows of a parameter: a union parameter (R4's
+/// Observation `combo-*`) is answered from its sources' rows (see
+/// [`SearchRegistry::union_sources`]), which saves a third of an Observation's rows.
+pub(crate) fn is_union(code: &str) -> bool {
+    SearchRegistry::r4().union_sources(code).is_some()
+}
+
+/// The parameters whose rows answer for `code`: its sources for a union parameter,
+/// else itself.
+pub(crate) fn stored_codes(code: &str) -> Vec<String> {
+    match SearchRegistry::r4().union_sources(code) {
+        Some(sources) => sources.iter().map(|s| s.to_string()).collect(),
+        None => vec![code.to_string()],
+    }
+}
+
+/// Add the rows of the union parameters of `rt`, from their sources' rows (without
+/// repeats, as extraction gives them), to a resource's rows read back.
+fn add_union_rows(rt: &str, rows: &mut Vec<(String, OwnedIndexValue)>) {
+    let registry = SearchRegistry::r4();
+    for (code, sources) in registry.union_parameters() {
+        if registry.param(rt, code).is_none() {
+            continue;
+        }
+        let mut values: Vec<OwnedIndexValue> = Vec::new();
+        for (param, value) in rows.iter() {
+            if sources.contains(&param.as_str()) && !values.contains(value) {
+                values.push(value.clone());
+            }
+        }
+        rows.extend(values.into_iter().map(|v| (code.to_string(), v)));
+    }
 }

@@ -72,7 +72,7 @@ impl Prepared {
     fn new(shaped: &Value, with_text: bool) -> Prepared {
         let rows = crate::index::extract_rows(shaped)
             .into_iter()
-            .filter(|(p, _)| !index::ROW_COLUMN_PARAMS.contains(p))
+            .filter(|(p, _)| stored_param(p))
             .map(|(p, v)| (p, v.into_owned()))
             .collect();
         Prepared {
@@ -84,6 +84,12 @@ impl Prepared {
             },
         }
     }
+}
+
+/// Whether a parameter's rows are stored: not for the row columns (`_id`,
+/// `_lastUpdated`) nor for union parameters (see [`index::is_union`]).
+fn stored_param(code: &str) -> bool {
+    !index::ROW_COLUMN_PARAMS.contains(&code) && !index::is_union(code)
 }
 
 /// Give creates their ids, put bodies into their stored shape and prepare them (on the
@@ -1035,7 +1041,7 @@ fn write_version(
         (None, Some(r)) => Cow::Owned(
             crate::index::extract_rows(r)
                 .into_iter()
-                .filter(|(p, _)| !index::ROW_COLUMN_PARAMS.contains(p))
+                .filter(|(p, _)| stored_param(p))
                 .collect(),
         ),
         (_, None) => Cow::Owned(Vec::new()),

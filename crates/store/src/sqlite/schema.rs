@@ -279,6 +279,30 @@ DROP INDEX idx_string_value;
 CREATE INDEX idx_string_value ON idx_string (resource_type, param, normalized)
     WHERE param NOT IN ('_content', '_text');
 "#,
+    // 5: rows of union parameters are no longer stored (searches read their sources', see
+    // `index::is_union`; a test checks this list against the registry's), and only
+    // references with a URL (absolute, canonical) enter the URL index: local ones, most
+    // of them, have none.
+    r#"
+DELETE FROM idx_token WHERE resource_type = 'Observation'
+    AND param IN ('combo-code', 'combo-data-absent-reason', 'combo-value-concept');
+DELETE FROM idx_quantity WHERE resource_type = 'Observation' AND param = 'combo-value-quantity';
+DELETE FROM idx_composite WHERE resource_type = 'Observation'
+    AND param IN ('combo-code-value-concept', 'combo-code-value-quantity');
+DROP INDEX idx_reference_url;
+CREATE INDEX idx_reference_url ON idx_reference (resource_type, param, url) WHERE url IS NOT NULL;
+"#,
+];
+
+/// The union parameters migration 5 removes the rows of, by index table.
+#[cfg(test)]
+pub(crate) const MIGRATION_5_UNIONS: &[(&str, &str)] = &[
+    ("idx_token", "combo-code"),
+    ("idx_token", "combo-data-absent-reason"),
+    ("idx_token", "combo-value-concept"),
+    ("idx_quantity", "combo-value-quantity"),
+    ("idx_composite", "combo-code-value-concept"),
+    ("idx_composite", "combo-code-value-quantity"),
 ];
 
 /// The WHERE term of the partial `idx_string_value` index (migration 4): a query must
@@ -354,12 +378,43 @@ INSERT INTO idx_string (resource_type, resource_id, param, normalized, exact)
   VALUES ('Patient', 'a', 'name', 'ames', 'Ames'), ('Patient', 'a', 'family', 'ames', 'Ames');
 INSERT INTO idx_token (resource_type, resource_id, param, system, code)
   VALUES ('Observation', 'o1', 'status', NULL, 'final'),
-         ('Observation', 'o1', 'code', 'http://loinc.org', '8867-4');
+         ('Observation', 'o1', 'code', 'http://loinc.org', '8867-4'),
+         ('Observation', 'o1', 'combo-code', 'http://loinc.org', '8867-4');
 INSERT INTO idx_reference (resource_type, resource_id, param, kind, reference, target_type, target_id)
   VALUES ('Observation', 'o1', 'subject', 'local', 'Patient/a', 'Patient', 'a');
 "#,
         )
         .unwrap();
+    }
+
+    /// Migration 5 removes the rows of exactly the registry's union parameters.
+    #[test]
+    fn migration_5_names_the_union_parameters() {
+        use vigil_fhir::search::SearchParamType as T;
+        let reg = SearchRegistry::r4();
+        let mut expected: Vec<(&str, &str)> = reg
+            .union_parameters()
+            .map(|(code, _)| {
+                let table = match reg.param("Observation", code).map(|p| p.param_type()) {
+                    Some(T::Token) => "idx_token",
+                    Some(T::Quantity) => "idx_quantity",
+                    Some(T::Composite) => "idx_composite",
+                    other => panic!("{code}: {other:?}"),
+                };
+                (table, code)
+            })
+            .collect();
+        expected.sort();
+        let mut listed = MIGRATION_5_UNIONS.to_vec();
+        listed.sort();
+        assert_eq!(listed, expected);
+        for (table, code) in MIGRATION_5_UNIONS {
+            assert!(MIGRATIONS[4].contains(&format!("'{code}'")), "{code}");
+            assert!(
+                MIGRATIONS[4].contains(&format!("DELETE FROM {table} ")),
+                "{table}"
+            );
+        }
     }
 
     #[test]
@@ -389,9 +444,12 @@ INSERT INTO idx_reference (resource_type, resource_id, param, kind, reference, t
             search("Patient", "_has:Observation:subject:status=final"),
             ["a"]
         );
+        assert_eq!(search("Observation", "combo-code=8867-4"), ["o1"]);
         let rows = store.index_values("Observation", "o1").unwrap();
-        // The three migrated rows, plus `_id` and `_lastUpdated` from the resource row.
-        assert_eq!(rows.len(), 5, "{rows:?}");
+        // The three migrated rows, plus `_id` and `_lastUpdated` from the resource row,
+        // and `combo-code` from `code` (its own row is gone).
+        assert_eq!(rows.len(), 6, "{rows:?}");
+        assert_eq!(rows.iter().filter(|(p, _)| p == "combo-code").count(), 1);
         // Writes after the migration replace the migrated rows.
         let mut o1 = match store.read("Observation", "o1").unwrap() {
             ReadOutcome::Found(s) => (*s.resource).clone(),
@@ -410,6 +468,14 @@ INSERT INTO idx_reference (resource_type, resource_id, param, kind, reference, t
             .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
+        let combo: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM idx_token WHERE param = 'combo-code'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(combo, 0);
         // The Patient kept rid 1 (order of `seq`), its two string rows keys 0 and 1.
         let keys: Vec<i64> = conn
             .prepare("SELECT k FROM idx_string WHERE resource_type = 'Patient' ORDER BY k")

@@ -89,6 +89,25 @@ impl Sql {
         self
     }
 
+    /// `= ?` the parameter code, or `IN (?, ..)` the codes whose rows answer for it (see
+    /// [`super::index::stored_codes`]).
+    fn param_is(&mut self, code: &str) -> &mut Self {
+        let codes = super::index::stored_codes(code);
+        if let [one] = codes.as_slice() {
+            self.s("= ").v(one.clone());
+        } else {
+            self.s("IN (");
+            for (i, c) in codes.into_iter().enumerate() {
+                if i > 0 {
+                    self.s(", ");
+                }
+                self.v(c);
+            }
+            self.s(")");
+        }
+        self
+    }
+
     /// A fresh table alias for a nested subquery.
     fn alias(&mut self, prefix: &str) -> String {
         self.aliases += 1;
@@ -619,10 +638,10 @@ fn clause_cond(q: &mut Sql, c: &Clause, hops: &[Hop], o: &str) -> Result<()> {
             q.s(&format!(
                 "EXISTS (SELECT 1 FROM idx_reference {h} NOT INDEXED JOIN resource {t} ON \
                  {t}.resource_type = {h}.target_type AND {t}.id = {h}.target_id AND \
-                 {t}.deleted = 0 WHERE {} AND {h}.kind = 'local' AND {h}.param = ",
+                 {t}.deleted = 0 WHERE {} AND {h}.kind = 'local' AND {h}.param ",
                 rows_of(&h, o)
             ))
-            .v(param.code.clone());
+            .param_is(&param.code);
             if !target_types.is_empty() {
                 q.s(&format!(" AND {h}.target_type IN ("));
                 for (i, tt) in target_types.iter().enumerate() {
@@ -646,8 +665,8 @@ fn clause_cond(q: &mut Sql, c: &Clause, hops: &[Hop], o: &str) -> Result<()> {
                 rid_of(&h)
             ))
             .v(resource_type.clone())
-            .s(&format!(" AND {h}.param = "))
-            .v(param.code.clone());
+            .s(&format!(" AND {h}.param "))
+            .param_is(&param.code);
         }
     }
     q.s(" AND ");
@@ -738,10 +757,10 @@ fn leaf_cond(q: &mut Sql, c: &Clause, o: &str) -> Result<()> {
     // the probe, turning each check into a scan.
     let key = |q: &mut Sql| {
         q.s(&format!(
-            "SELECT 1 FROM {table} {x} NOT INDEXED WHERE {} AND {x}.param = ",
+            "SELECT 1 FROM {table} {x} NOT INDEXED WHERE {} AND {x}.param ",
             rows_of(&x, o)
         ))
-        .v(code.to_string());
+        .param_is(code);
     };
     let mut first = true;
     q.s("(");
@@ -878,8 +897,8 @@ fn driver_cond(q: &mut Sql, c: &Clause, resource_type: &str) -> Result<()> {
         rid_of(&x)
     ))
     .v(resource_type.to_string())
-    .s(&format!(" AND {x}.param = "))
-    .v(c.param.code.clone())
+    .s(&format!(" AND {x}.param "))
+    .param_is(&c.param.code)
     .s(" AND ");
     if table == "idx_string" {
         // Always true here (`_content`/`_text` never drive), but lets SQLite use the
@@ -950,10 +969,10 @@ fn sort_expr(q: &mut Sql, k: &SortKey) -> Result<()> {
         _ => return Err(invalid(format!("cannot sort on `{code}`"))),
     };
     q.s(&format!(
-        "(SELECT {agg}({expr}) FROM {table} x NOT INDEXED WHERE {} AND x.param = ",
+        "(SELECT {agg}({expr}) FROM {table} x NOT INDEXED WHERE {} AND x.param ",
         rows_of("x", "r")
     ))
-    .v(code.to_string())
+    .param_is(code)
     .s(")");
     Ok(())
 }
@@ -1217,7 +1236,7 @@ fn includes(conn: &Connection, query: &SearchQuery, matches: &[Stored]) -> Resul
                 .v(source.id.clone())
                 .s(" AND x.kind = 'local'");
                 if let Some(p) = &inc.param {
-                    q.s(" AND x.param = ").v(p.clone());
+                    q.s(" AND x.param ").param_is(p);
                 }
                 if let Some(t) = &inc.target_type {
                     q.s(" AND x.target_type = ").v(t.clone());
@@ -1246,7 +1265,7 @@ fn includes(conn: &Connection, query: &SearchQuery, matches: &[Stored]) -> Resul
                     q.s(" AND x.resource_type = ").v(inc.source_type.clone());
                 }
                 if let Some(p) = &inc.param {
-                    q.s(" AND x.param = ").v(p.clone());
+                    q.s(" AND x.param ").param_is(p);
                 }
                 seqs.extend(run_rows(conn, &q, 0)?.into_iter().map(|(s, _)| s));
             }
