@@ -308,6 +308,29 @@ fn transaction_bodies(first: usize, bundles: usize, size: usize, patients: usize
         .collect()
 }
 
+/// CPU time used so far by the store's writer thread (`vigil-store-writer`), whose work
+/// is serial: it bounds the write rate. Linux only, like [`process_cpu`].
+fn writer_cpu() -> Option<Duration> {
+    let mut total = None;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if !head.contains("vigil-store-wri") {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        if let (Some(u), Some(s)) = (ticks(11), ticks(12)) {
+            *total.get_or_insert(Duration::ZERO) += Duration::from_millis((u + s) * 10);
+        }
+    }
+    total
+}
+
 /// CPU time (user + system) this process has used so far, where the OS tells it
 /// (Linux: /proc/self/stat, in clock ticks of 10 ms).
 fn process_cpu() -> Option<Duration> {
@@ -612,11 +635,15 @@ fn measure(
         eprintln!("transaction Bundles of {size}: {bundles}");
         let bodies = transaction_bodies(next_obs, bundles, size, patients);
         let cpu_before = process_cpu();
+        let writer_before = writer_cpu();
         let d = parallel(threads, bundles, |t, b| {
             clients[t].post_transaction(&bodies[b], size)
         })?;
         let cpu = process_cpu()
             .zip(cpu_before)
+            .map(|(a, b)| a.saturating_sub(b));
+        let writer = writer_cpu()
+            .zip(writer_before)
             .map(|(a, b)| a.saturating_sub(b));
         next_obs += bundles * size;
         results.add(
@@ -630,6 +657,14 @@ fn measure(
                 &format!("bundle_{size}_cpu_us_per_resource"),
                 format!("  CPU per resource, server and clients (transactions of {size})"),
                 cpu.as_secs_f64() * 1e6 / (bundles * size) as f64,
+                "µs",
+            );
+        }
+        if let Some(writer) = writer {
+            results.add(
+                &format!("bundle_{size}_writer_cpu_us_per_resource"),
+                format!("  of which the store's writer thread (transactions of {size})"),
+                writer.as_secs_f64() * 1e6 / (bundles * size) as f64,
                 "µs",
             );
         }
