@@ -3,8 +3,9 @@
 use super::schema::{INDEX_TABLES, KEY_SPAN};
 use crate::api::OwnedIndexValue;
 use crate::index::*;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{Connection, OptionalExtension, Row};
 use std::borrow::Cow;
+use std::sync::OnceLock;
 use vigil_fhir::search::{
     CanonicalQuantity, Comparator, DateValue, IndexValue, NumberValue, PositionValue,
     QuantityValue, ReferenceValue, SearchRegistry, StringValue, TokenValue, UriValue,
@@ -30,19 +31,190 @@ pub(crate) fn delete_rows(conn: &Connection, rid: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// The index table of a value, as its position in [`INDEX_TABLES`].
-fn table_of(value: &IndexValue<'_>) -> usize {
-    match value {
-        IndexValue::Token(_) => 0,
-        IndexValue::String(_) => 1,
-        IndexValue::Date(_) => 2,
-        IndexValue::Number(_) => 3,
-        IndexValue::Quantity(_) => 4,
-        IndexValue::Reference(_) => 5,
-        IndexValue::Uri(_) => 6,
-        IndexValue::Composite(_) => 7,
-        IndexValue::Position(_) => 8,
+/// A value bound to an index-row INSERT, made on the requesting thread (formatting
+/// decimals and composite JSON there keeps it off the single writer thread).
+pub(crate) enum Arg {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(Cow<'static, str>),
+}
+
+impl rusqlite::ToSql for Arg {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            Arg::Null => ValueRef::Null,
+            Arg::Int(i) => ValueRef::Integer(*i),
+            Arg::Real(f) => ValueRef::Real(*f),
+            Arg::Text(t) => ValueRef::Text(t.as_bytes()),
+        }))
     }
+}
+
+fn text(v: Option<Cow<'static, str>>) -> Arg {
+    v.map_or(Arg::Null, Arg::Text)
+}
+
+fn owned(v: Option<String>) -> Arg {
+    v.map_or(Arg::Null, |s| Arg::Text(Cow::Owned(s)))
+}
+
+fn real(v: Option<f64>) -> Arg {
+    v.map_or(Arg::Null, Arg::Real)
+}
+
+/// One index row ready to insert: its table (a position in [`INDEX_TABLES`]) and its
+/// column values after `k` and `resource_type` (see [`INSERT_COLUMNS`]).
+pub(crate) struct RowArgs {
+    table: usize,
+    args: Vec<Arg>,
+}
+
+/// The columns of each index table's INSERT, in [`INDEX_TABLES`] order.
+const INSERT_COLUMNS: [&str; 9] = [
+    "k, resource_type, param, system, code, text, identifier_type",
+    "k, resource_type, param, normalized, exact",
+    "k, resource_type, param, low, high, precision",
+    "k, resource_type, param, value, low, high, value_text, low_text, high_text",
+    "k, resource_type, param, value, low, high, value_text, low_text, high_text, comparator, \
+     system, code, unit, canonical_value, canonical_low, canonical_high, canonical_value_text, \
+     canonical_low_text, canonical_high_text, canonical_unit",
+    "k, resource_type, param, kind, reference, target_type, target_id, target_version, \
+     base_url, url, display, identifier_system, identifier_value, identifier_text, \
+     identifier_type",
+    "k, resource_type, param, uri, version",
+    "k, resource_type, param, value",
+    "k, resource_type, param, latitude, longitude, latitude_text, longitude_text",
+];
+
+/// The row of one index value.
+pub(crate) fn row_args(param: &'static str, value: OwnedIndexValue) -> RowArgs {
+    let p = Arg::Text(Cow::Borrowed(param));
+    let (table, args) = match value {
+        IndexValue::Token(t) => {
+            let types = codings_json(&t.identifier_type);
+            (
+                0,
+                vec![p, text(t.system), text(t.code), text(t.text), owned(types)],
+            )
+        }
+        IndexValue::String(s) => (1, vec![p, Arg::Text(s.normalized), Arg::Text(s.exact)]),
+        IndexValue::Date(d) => (
+            2,
+            vec![
+                p,
+                d.low.map_or(Arg::Null, Arg::Int),
+                d.high.map_or(Arg::Null, Arg::Int),
+                d.precision
+                    .map_or(Arg::Null, |x| Arg::Int(precision_code(x))),
+            ],
+        ),
+        IndexValue::Number(n) => (
+            3,
+            vec![
+                p,
+                real(dec_f64(n.value)),
+                real(dec_f64(n.low)),
+                real(dec_f64(n.high)),
+                owned(dec_text(n.value)),
+                owned(dec_text(n.low)),
+                owned(dec_text(n.high)),
+            ],
+        ),
+        IndexValue::Quantity(q) => {
+            let c = q.canonical;
+            let cv = |f: fn(&CanonicalQuantity<'static>) -> Option<rust_decimal::Decimal>| {
+                c.as_ref().and_then(f)
+            };
+            let (value, low, high) = (cv(|c| c.value), cv(|c| c.low), cv(|c| c.high));
+            (
+                4,
+                vec![
+                    p,
+                    real(dec_f64(q.value)),
+                    real(dec_f64(q.low)),
+                    real(dec_f64(q.high)),
+                    owned(dec_text(q.value)),
+                    owned(dec_text(q.low)),
+                    owned(dec_text(q.high)),
+                    q.comparator
+                        .map_or(Arg::Null, |x| Arg::Text(Cow::Borrowed(comparator_code(x)))),
+                    text(q.system),
+                    text(q.code),
+                    text(q.unit),
+                    real(dec_f64(value)),
+                    real(dec_f64(low)),
+                    real(dec_f64(high)),
+                    owned(dec_text(value)),
+                    owned(dec_text(low)),
+                    owned(dec_text(high)),
+                    text(c.map(|c| c.unit)),
+                ],
+            )
+        }
+        IndexValue::Reference(r) => {
+            let (system, code, itext, types) = match r.identifier {
+                Some(i) => (i.system, i.code, i.text, codings_json(&i.identifier_type)),
+                None => (None, None, None, None),
+            };
+            (
+                5,
+                vec![
+                    p,
+                    Arg::Text(Cow::Borrowed(kind_code(r.kind))),
+                    text(r.reference),
+                    text(r.resource_type),
+                    text(r.id),
+                    text(r.version),
+                    text(r.base_url),
+                    text(r.url),
+                    text(r.display),
+                    text(system),
+                    text(code),
+                    text(itext),
+                    owned(types),
+                ],
+            )
+        }
+        IndexValue::Uri(u) => (6, vec![p, Arg::Text(u.uri), text(u.version)]),
+        v @ IndexValue::Composite(_) => (
+            7,
+            vec![p, Arg::Text(Cow::Owned(value_json(&v).to_string()))],
+        ),
+        IndexValue::Position(pos) => (
+            8,
+            vec![
+                p,
+                real(dec_f64(Some(pos.latitude))),
+                real(dec_f64(Some(pos.longitude))),
+                Arg::Text(Cow::Owned(pos.latitude.to_string())),
+                Arg::Text(Cow::Owned(pos.longitude.to_string())),
+            ],
+        ),
+    };
+    RowArgs { table, args }
+}
+
+/// `INSERT INTO <table> (<columns>) VALUES (?, ..)`, per table. One row per statement:
+/// a multi-row INSERT costs SQLite more, as it must journal the pages it changes to be
+/// able to undo a statement that fails halfway.
+fn insert_sql(table: usize) -> &'static str {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        INDEX_TABLES
+            .iter()
+            .zip(INSERT_COLUMNS)
+            .map(|(name, cols)| {
+                let width = cols.split(',').count();
+                format!(
+                    "INSERT INTO {name} ({cols}) VALUES ({})",
+                    vec!["?"; width].join(", ")
+                )
+            })
+            .collect()
+    });
+    &all[table]
 }
 
 /// Insert the index rows of a resource (fewer than [`KEY_SPAN`], which the caller
@@ -51,171 +223,18 @@ pub(crate) fn insert_rows(
     conn: &Connection,
     rt: &str,
     rid: i64,
-    rows: &[(&str, IndexValue<'_>)],
+    rows: &[RowArgs],
 ) -> rusqlite::Result<()> {
     let mut next = [first_key(rid); INDEX_TABLES.len()];
-    for (param, value) in rows {
-        let slot = &mut next[table_of(value)];
-        insert_row(conn, rt, *slot, param, value)?;
-        *slot += 1;
-    }
-    Ok(())
-}
-
-fn insert_row(
-    conn: &Connection,
-    rt: &str,
-    k: i64,
-    param: &str,
-    value: &IndexValue<'_>,
-) -> rusqlite::Result<()> {
-    match value {
-        IndexValue::Token(t) => {
-            conn.prepare_cached(
-                "INSERT INTO idx_token (k, resource_type, param, system, code, text, \
-                 identifier_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                k,
-                rt,
-                param,
-                t.system.as_deref(),
-                t.code.as_deref(),
-                t.text.as_deref(),
-                codings_json(&t.identifier_type)
-            ])?;
-        }
-        IndexValue::String(s) => {
-            conn.prepare_cached(
-                "INSERT INTO idx_string (k, resource_type, param, normalized, exact) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                k,
-                rt,
-                param,
-                s.normalized.as_ref(),
-                s.exact.as_ref()
-            ])?;
-        }
-        IndexValue::Date(d) => {
-            conn.prepare_cached(
-                "INSERT INTO idx_date (k, resource_type, param, low, high, precision) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                k,
-                rt,
-                param,
-                d.low,
-                d.high,
-                d.precision.map(precision_code)
-            ])?;
-        }
-        IndexValue::Number(n) => {
-            conn.prepare_cached(
-                "INSERT INTO idx_number (k, resource_type, param, value, low, high, \
-                 value_text, low_text, high_text) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                k,
-                rt,
-                param,
-                dec_f64(n.value),
-                dec_f64(n.low),
-                dec_f64(n.high),
-                dec_text(n.value),
-                dec_text(n.low),
-                dec_text(n.high)
-            ])?;
-        }
-        IndexValue::Quantity(q) => {
-            let c = q.canonical.as_ref();
-            conn.prepare_cached(
-                "INSERT INTO idx_quantity (k, resource_type, param, value, low, high, \
-                 value_text, low_text, high_text, comparator, system, code, unit, \
-                 canonical_value, canonical_low, canonical_high, canonical_value_text, \
-                 canonical_low_text, canonical_high_text, canonical_unit) VALUES (?1, ?2, ?3, \
-                 ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
-            )?
-            .execute(params![
-                k,
-                rt,
-                param,
-                dec_f64(q.value),
-                dec_f64(q.low),
-                dec_f64(q.high),
-                dec_text(q.value),
-                dec_text(q.low),
-                dec_text(q.high),
-                q.comparator.map(comparator_code),
-                q.system.as_deref(),
-                q.code.as_deref(),
-                q.unit.as_deref(),
-                dec_f64(c.and_then(|c| c.value)),
-                dec_f64(c.and_then(|c| c.low)),
-                dec_f64(c.and_then(|c| c.high)),
-                dec_text(c.and_then(|c| c.value)),
-                dec_text(c.and_then(|c| c.low)),
-                dec_text(c.and_then(|c| c.high)),
-                c.map(|c| c.unit.as_ref())
-            ])?;
-        }
-        IndexValue::Reference(r) => {
-            let i = r.identifier.as_ref();
-            conn.prepare_cached(
-                "INSERT INTO idx_reference (k, resource_type, param, kind, reference, \
-                 target_type, target_id, target_version, base_url, url, display, \
-                 identifier_system, identifier_value, identifier_text, identifier_type) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            )?
-            .execute(params![
-                k,
-                rt,
-                param,
-                kind_code(r.kind),
-                r.reference.as_deref(),
-                r.resource_type.as_deref(),
-                r.id.as_deref(),
-                r.version.as_deref(),
-                r.base_url.as_deref(),
-                r.url.as_deref(),
-                r.display.as_deref(),
-                i.and_then(|i| i.system.as_deref()),
-                i.and_then(|i| i.code.as_deref()),
-                i.and_then(|i| i.text.as_deref()),
-                i.and_then(|i| codings_json(&i.identifier_type))
-            ])?;
-        }
-        IndexValue::Uri(u) => {
-            conn.prepare_cached(
-                "INSERT INTO idx_uri (k, resource_type, param, uri, version) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![k, rt, param, u.uri.as_ref(), u.version.as_deref()])?;
-        }
-        IndexValue::Composite(_) => {
-            conn.prepare_cached(
-                "INSERT INTO idx_composite (k, resource_type, param, value) \
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![k, rt, param, value_json(value).to_string()])?;
-        }
-        IndexValue::Position(p) => {
-            conn.prepare_cached(
-                "INSERT INTO idx_position (k, resource_type, param, latitude, \
-                 longitude, latitude_text, longitude_text) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                k,
-                rt,
-                param,
-                dec_f64(Some(p.latitude)),
-                dec_f64(Some(p.longitude)),
-                p.latitude.to_string(),
-                p.longitude.to_string()
-            ])?;
-        }
+    for row in rows {
+        let k = next[row.table];
+        next[row.table] += 1;
+        let mut args: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(row.args.len() + 2);
+        args.push(&k);
+        args.push(&rt);
+        args.extend(row.args.iter().map(|a| a as &dyn rusqlite::ToSql));
+        conn.prepare_cached(insert_sql(row.table))?
+            .execute(args.as_slice())?;
     }
     Ok(())
 }

@@ -21,7 +21,6 @@ use crate::rules::{check_distinct, resource_type_of, tombstone, valid_id};
 use crate::time::{format_rfc3339, now_millis};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::{Map, Value};
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -61,7 +60,7 @@ struct Job {
 /// version meta out, and `_id` and `_lastUpdated` rows are not stored at all (searches
 /// read the `resource` row's columns, and [`index::read_rows`] gives them back).
 struct Prepared {
-    rows: Vec<(&'static str, OwnedIndexValue)>,
+    rows: Vec<index::RowArgs>,
     /// The stored text, when the body was shaped here (the writer then only splices the
     /// version meta in).
     body: Option<ShapedText>,
@@ -73,7 +72,7 @@ impl Prepared {
         let rows = crate::index::extract_rows(shaped)
             .into_iter()
             .filter(|(p, _)| stored_param(p))
-            .map(|(p, v)| (p, v.into_owned()))
+            .map(|(p, v)| index::row_args(p, v.into_owned()))
             .collect();
         Prepared {
             rows,
@@ -1036,15 +1035,18 @@ fn write_version(
         (None, _) => None,
     };
     // Rows extracted by the requester, or here.
-    let rows = match (prepared, resource) {
-        (Some(p), Some(_)) => Cow::Borrowed(p.rows.as_slice()),
-        (None, Some(r)) => Cow::Owned(
-            crate::index::extract_rows(r)
+    let extracted: Vec<index::RowArgs>;
+    let rows: &[index::RowArgs] = match (prepared, resource) {
+        (Some(p), Some(_)) => &p.rows,
+        (None, Some(r)) => {
+            extracted = crate::index::extract_rows(r)
                 .into_iter()
                 .filter(|(p, _)| stored_param(p))
-                .collect(),
-        ),
-        (_, None) => Cow::Owned(Vec::new()),
+                .map(|(p, v)| index::row_args(p, v.into_owned()))
+                .collect();
+            &extracted
+        }
+        (_, None) => &[],
     };
     let count = rows.len();
     if i64::try_from(count).map_or(true, |n| n > schema::KEY_SPAN) {
@@ -1081,10 +1083,9 @@ fn write_version(
                     conn.last_insert_rowid()
                 }
             };
-        index::insert_rows(conn, rt, rid, &rows)
+        index::insert_rows(conn, rt, rid, rows)
     };
     sql().map_err(storage)?;
-    drop(rows);
     Ok(Stored {
         resource_type: rt.to_string(),
         id: id.to_string(),
