@@ -413,7 +413,7 @@ impl Rows {
             }
             IndexValue::Uri(u) => self.push(6, vec![p, t(Some(&u.uri)), t(u.version.as_deref())]),
             IndexValue::Composite(_) => {
-                self.push(7, vec![p, Cell::T(Some(value_json(value).to_string()))])
+                self.push(7, vec![p, Cell::T(Some(value_json_text(value)))])
             }
             IndexValue::Position(pos) => self.push(
                 8,

@@ -178,10 +178,7 @@ pub(crate) fn row_args(param: &'static str, value: OwnedIndexValue) -> RowArgs {
             )
         }
         IndexValue::Uri(u) => (6, vec![p, Arg::Text(u.uri), text(u.version)]),
-        v @ IndexValue::Composite(_) => (
-            7,
-            vec![p, Arg::Text(Cow::Owned(value_json(&v).to_string()))],
-        ),
+        v @ IndexValue::Composite(_) => (7, vec![p, Arg::Text(Cow::Owned(value_json_text(&v)))]),
         IndexValue::Position(pos) => (
             8,
             vec![
