@@ -206,3 +206,53 @@ fn serve_refuses_database_url_without_the_postgres_feature() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--features postgres"), "{err}");
 }
+
+/// `vigil bench fhir` runs end to end on a small workload: every measurement is made
+/// and everything it wrote is in the store (what it measures is its own business: no
+/// timing is asserted).
+#[test]
+fn bench_fhir_runs_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = vigil(&[
+        "bench",
+        "fhir",
+        "--data-dir",
+        &dir.path().join("data").to_string_lossy(),
+        "--creates",
+        "40",
+        "--observations",
+        "0",
+        "--patients",
+        "20",
+        "--bundle-resources",
+        "200",
+        "--queries",
+        "5",
+        "--threads",
+        "4",
+        "--json",
+        &json.to_string_lossy(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["backend"], "sqlite");
+    // 40 + 40 creates, two Bundles of 100, one of 1,000 (200 rounded up to a Bundle).
+    assert_eq!(v["observations_stored"], 1280);
+    for key in [
+        "creates_http_per_s",
+        "creates_store_per_s",
+        "bundle_100_resources_per_s",
+        "bundle_1000_resources_per_s",
+        "bundle_100_writer_cpu_us_per_resource",
+        "observation_search_p99_ms",
+        "patient_name_p99_ms",
+    ] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {v}");
+    }
+}

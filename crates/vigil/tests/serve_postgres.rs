@@ -276,3 +276,63 @@ fn serve_on_postgres_fhir_api_and_pipeline() {
     assert_eq!(status, 200, "{read}");
     server.stop();
 }
+
+/// `vigil bench fhir --postgres` runs end to end against PostgreSQL, in its own schema.
+#[test]
+fn bench_fhir_runs_on_postgres() {
+    let schema = Schema::new();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args([
+            "bench",
+            "fhir",
+            "--postgres",
+            &schema.url,
+            "--postgres-schema",
+        ])
+        .arg(&schema.name)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--creates", "40", "--observations", "0", "--patients", "20"])
+        .args([
+            "--bundle-resources",
+            "200",
+            "--queries",
+            "5",
+            "--threads",
+            "4",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["backend"], "postgresql");
+    assert_eq!(v["observations_stored"], 1280);
+    for key in [
+        "creates_http_per_s",
+        "bundle_1000_resources_per_s",
+        "observation_search_p99_ms",
+        "patient_name_p99_ms",
+    ] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {v}");
+    }
+    // The resources really are in that schema.
+    let store = PostgresStore::connect(&schema.url, PgOptions::with_schema(&schema.name)).unwrap();
+    let query = vigil_fhir::search::SearchQuery::parse(
+        Some("Observation"),
+        "_total=accurate",
+        vigil_fhir::search::SearchRegistry::r4(),
+    )
+    .unwrap();
+    let found = store
+        .search(&query, &vigil_store::SearchPage::default())
+        .unwrap();
+    assert_eq!(found.total, Some(1280));
+}

@@ -13,7 +13,13 @@
 //!
 //! Steps 1 and 2 write into the same store, and count towards the target. A data
 //! directory given with `--data-dir` is kept, so a later run with a larger target only
-//! loads the difference.
+//! loads the difference. `--postgres URL` measures the same on PostgreSQL (a build with
+//! the `postgres` feature), in the schema `--postgres-schema` (also kept).
+//!
+//! The timed Bundles are serialized before the clock starts and their answers are
+//! checked without being parsed, so the clients (which share the machine's cores with
+//! the server) cost as little as they can; the CPU time per resource of the whole
+//! process, and of the store's writer thread, are reported beside the rates.
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
@@ -72,9 +78,64 @@ pub struct FhirArgs {
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Run against PostgreSQL instead of the embedded store.
-    #[arg(long)]
+    /// Run against PostgreSQL at this URL instead of the embedded store (needs a build
+    /// with the `postgres` feature). The data goes into `--postgres-schema`, which is
+    /// kept like `--data-dir`.
+    #[arg(long, value_name = "URL")]
     postgres: Option<String>,
+    /// The PostgreSQL schema for `--postgres`.
+    #[arg(long, default_value = "vigil_bench")]
+    postgres_schema: String,
+}
+
+/// The store measured, with what only its backend can do.
+struct BenchStore {
+    store: Arc<dyn FhirStore>,
+    sqlite: Option<Arc<SqliteStore>>,
+    /// Update planner statistics after loading (PostgreSQL's `ANALYZE`).
+    analyze: Box<dyn Fn() -> Result<()> + Sync>,
+    name: &'static str,
+}
+
+fn open_bench_store(args: &FhirArgs, fhir_dir: &Path) -> Result<BenchStore> {
+    if let Some(url) = &args.postgres {
+        return open_postgres_bench(url, &args.postgres_schema);
+    }
+    let store = Arc::new(
+        SqliteStore::open(&fhir_dir.join("store.db"))
+            .with_context(|| format!("opening the store in {}", fhir_dir.display()))?,
+    );
+    Ok(BenchStore {
+        store: store.clone(),
+        sqlite: Some(store),
+        analyze: Box::new(|| Ok(())),
+        name: "sqlite",
+    })
+}
+
+#[cfg(feature = "postgres")]
+fn open_postgres_bench(url: &str, schema: &str) -> Result<BenchStore> {
+    use vigil_store_postgres::{PgOptions, PostgresStore};
+    // Never echo the URL: it may carry a password.
+    let store = Arc::new(
+        PostgresStore::connect(url, PgOptions::with_schema(schema))
+            .with_context(|| format!("opening PostgreSQL (schema {schema})"))?,
+    );
+    let analyzed = store.clone();
+    Ok(BenchStore {
+        store,
+        sqlite: None,
+        analyze: Box::new(move || analyzed.analyze().context("ANALYZE")),
+        name: "postgresql",
+    })
+}
+
+#[cfg(not(feature = "postgres"))]
+fn open_postgres_bench(_url: &str, _schema: &str) -> Result<BenchStore> {
+    bail!(
+        "--postgres: this vigil was built without PostgreSQL support; run it with \
+         `cargo run --release -p vigil --features postgres -- bench fhir --postgres URL`"
+    )
 }
 
 /// Run `vigil bench`.
@@ -461,13 +522,6 @@ impl Drop for TempDir {
 }
 
 fn bench_fhir(args: FhirArgs) -> Result<()> {
-    if args.postgres.is_some() {
-        bail!(
-            "--postgres: the PostgreSQL backend is not wired into `vigil bench` yet \
-             (crates/store-postgres has its own `cargo run --release -p \
-             vigil-store-postgres --example pg_bench`)"
-        );
-    }
     if args.threads == 0 || args.queries == 0 {
         bail!("--threads and --queries must be at least 1");
     }
@@ -482,10 +536,8 @@ fn bench_fhir(args: FhirArgs) -> Result<()> {
     let fhir_dir = data_dir.join("fhir");
     std::fs::create_dir_all(&fhir_dir)
         .with_context(|| format!("creating {}", fhir_dir.display()))?;
-    let store = Arc::new(
-        SqliteStore::open(&fhir_dir.join("store.db"))
-            .with_context(|| format!("opening the store in {}", fhir_dir.display()))?,
-    );
+    let mut backend = open_bench_store(&args, &fhir_dir)?;
+    let store = backend.store.clone();
     let key = Arc::new(SigningKey::load_or_create(&data_dir)?);
     let token = key.issue(
         &TokenRequest::new("vigil-bench", ScopeSet::parse("system/*.cruds")?)
@@ -509,12 +561,13 @@ fn bench_fhir(args: FhirArgs) -> Result<()> {
         let _ = stopped.await;
     }));
     eprintln!(
-        "vigil bench fhir: {} (data in {}), {} client threads",
+        "vigil bench fhir: {} ({}; data in {}), {} client threads",
         base,
+        backend.name,
         data_dir.display(),
         args.threads
     );
-    let outcome = measure(&args, patients, &base, &token, store.as_ref());
+    let outcome = measure(&args, patients, &base, &token, &backend);
     let _ = stop.send(());
     runtime
         .block_on(server)
@@ -522,14 +575,17 @@ fn bench_fhir(args: FhirArgs) -> Result<()> {
         .context("the server failed")?;
     drop(runtime);
     drop(api);
-    if let Ok(store) = Arc::try_unwrap(store) {
-        store.close().context("closing the store")?;
+    drop(store);
+    if let Some(sqlite) = backend.sqlite.take() {
+        if let Ok(sqlite) = Arc::try_unwrap(sqlite) {
+            sqlite.close().context("closing the store")?;
+        }
     }
     let results = outcome?;
     print_table(&results);
     if let Some(path) = &args.json {
         let mut json = results.json;
-        json.insert("backend".into(), json!("sqlite"));
+        json.insert("backend".into(), json!(backend.name));
         json.insert("threads".into(), json!(args.threads));
         json.insert("patients".into(), json!(patients));
         write_json(path, &Value::Object(json))?;
@@ -563,8 +619,9 @@ fn measure(
     patients: usize,
     base: &str,
     token: &str,
-    store: &dyn FhirStore,
+    backend: &BenchStore,
 ) -> Result<Results> {
+    let store = backend.store.as_ref();
     let mut results = Results::default();
     let clients: Vec<Client> = (0..args.threads)
         .map(|_| Client::new(base, token))
@@ -655,7 +712,7 @@ fn measure(
         if let Some(cpu) = cpu {
             results.add(
                 &format!("bundle_{size}_cpu_us_per_resource"),
-                format!("  CPU per resource, server and clients (transactions of {size})"),
+                format!("  CPU per resource in this process (transactions of {size})"),
                 cpu.as_secs_f64() * 1e6 / (bundles * size) as f64,
                 "µs",
             );
@@ -693,6 +750,7 @@ fn measure(
             "/s",
         );
     }
+    (backend.analyze)()?;
     let stored = count(&clients[0], "Observation")?;
     results
         .json
