@@ -8,6 +8,34 @@
 
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// FNV-1a: for the model's maps of short names (types, element names), looked up many
+/// times per resource by validation and indexing; std's SipHash costs several times more
+/// per lookup, and these keys come from the specification, not from requests.
+#[derive(Default, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// A `HashMap` hashed with [`Fnv`].
+pub type FnvHashMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 use std::sync::OnceLock;
 
 mod search;
@@ -88,7 +116,7 @@ pub struct NodeDef {
     pub base: Option<Box<str>>,
     pub children: Vec<ChildDef>,
     /// Child lookup by JSON property name, including each typed choice name.
-    by_name: HashMap<Box<str>, (usize, Option<usize>)>,
+    by_name: FnvHashMap<Box<str>, (usize, Option<usize>)>,
     /// Invariants declared on this type or element itself (inherited ones live on the base).
     pub constraints: Vec<Constraint>,
     /// For primitives: the System type (`String`, `Date`, ...) and the lexical regex.
@@ -111,7 +139,7 @@ impl NodeDef {
 /// The FHIR R4 model.
 pub struct Model {
     nodes: Vec<NodeDef>,
-    types: HashMap<Box<str>, NodeId>,
+    types: FnvHashMap<Box<str>, NodeId>,
     valuesets: HashMap<String, HashMap<String, Vec<String>>>,
     search_params: Vec<SearchParamDef>,
     patient_compartment: HashMap<String, Vec<String>>,
@@ -209,7 +237,7 @@ impl Model {
         let patient_compartment = serde_json::from_str(compartment)?;
         let mut m = Model {
             nodes: Vec::new(),
-            types: HashMap::new(),
+            types: FnvHashMap::default(),
             valuesets,
             search_params,
             patient_compartment,
@@ -329,7 +357,7 @@ impl Model {
             is_abstract: false,
             base: None,
             children: Vec::new(),
-            by_name: HashMap::new(),
+            by_name: FnvHashMap::default(),
             constraints: Vec::new(),
             system_type: None,
             regex: None,

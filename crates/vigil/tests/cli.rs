@@ -242,8 +242,8 @@ fn bench_fhir_runs_on_the_embedded_store() {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["backend"], "sqlite");
-    // 40 + 40 creates, two Bundles of 100, one of 1,000 (200 rounded up to a Bundle).
-    assert_eq!(v["observations_stored"], 1280);
+    // 40 + 40 creates, twice two Bundles of 100 and one of 1,000 (200 rounded up).
+    assert_eq!(v["observations_stored"], 2480);
     for key in [
         "creates_http_per_s",
         "creates_store_per_s",

@@ -314,7 +314,7 @@ fn bench_fhir_runs_on_postgres() {
     );
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["backend"], "postgresql");
-    assert_eq!(v["observations_stored"], 1280);
+    assert_eq!(v["observations_stored"], 2480);
     for key in [
         "creates_http_per_s",
         "bundle_1000_resources_per_s",
@@ -334,5 +334,5 @@ fn bench_fhir_runs_on_postgres() {
     let found = store
         .search(&query, &vigil_store::SearchPage::default())
         .unwrap();
-    assert_eq!(found.total, Some(1280));
+    assert_eq!(found.total, Some(2480));
 }

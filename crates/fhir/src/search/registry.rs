@@ -16,9 +16,11 @@
 
 use super::path::{self, FastExpr, Start};
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, OnceLock};
-use vigil_fhir_model::{capitalize, Model, NodeId, SearchParamDef, SearchParamType};
+use vigil_fhir_model::{
+    capitalize, Fnv, FnvHashMap, Model, NodeId, SearchParamDef, SearchParamType,
+};
 use vigil_fhirpath::{BinOp, CompileOptions, Expr, ExprKind, Expression, Func};
 
 /// A search parameter of the registry.
@@ -146,7 +148,7 @@ pub struct SearchRegistry {
     by_url: HashMap<&'static str, usize>,
     /// Parameter code → the codes whose values together are exactly its values (see
     /// [`SearchRegistry::union_sources`]).
-    unions: HashMap<&'static str, Vec<&'static str>>,
+    unions: FnvHashMap<&'static str, Vec<&'static str>>,
     problems: Vec<PrepareProblem>,
     expression_count: usize,
 }
@@ -442,7 +444,7 @@ fn union_parameters(
     params: &[SearchParam],
     types: &HashMap<&'static str, TypePlans>,
     parts_of: &HashMap<(&'static str, usize), Vec<String>>,
-) -> HashMap<&'static str, Vec<&'static str>> {
+) -> FnvHashMap<&'static str, Vec<&'static str>> {
     let same_kind = |a: &SearchParam, b: &SearchParam| {
         a.def.param_type == b.def.param_type
             && a.components.len() == b.components.len()
@@ -493,7 +495,7 @@ fn union_parameters(
             per_code.entry(p.code()).or_default().push(found);
         }
     }
-    let mut unions: HashMap<&'static str, Vec<&'static str>> = per_code
+    let mut unions: FnvHashMap<&'static str, Vec<&'static str>> = per_code
         .into_iter()
         .filter_map(|(code, all)| {
             let first = all.first()?.clone()?;
@@ -820,28 +822,5 @@ mod tests {
             rewrite_as("value.as(DateTime) | value.as(Period)"),
             "value.ofType(dateTime) | value.ofType(Period)"
         );
-    }
-}
-
-/// FNV-1a: property names are short and not attacker-chosen keys of a long-lived map
-/// (the map is built from the model), so a fast non-keyed hash is fine here.
-#[derive(Default)]
-pub(crate) struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
     }
 }
