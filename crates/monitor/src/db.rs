@@ -378,6 +378,15 @@ impl MonitorDb {
         Ok(())
     }
 
+    /// Takes a patient out of a care team's panel; whether it was in it.
+    pub fn unassign_team(&self, patient_id: &str, team: &str) -> Result<bool, DbError> {
+        let n = self.conn().execute(
+            "DELETE FROM patient_team WHERE patient_id = ?1 AND team = ?2",
+            params![patient_id, team],
+        )?;
+        Ok(n > 0)
+    }
+
     /// The teams a patient belongs to.
     pub fn patient_teams(&self, patient_id: &str) -> Result<Vec<String>, DbError> {
         let conn = self.conn();

@@ -41,6 +41,8 @@ enum Command {
     Devices(cmd::devices::Args),
     /// Dashboard users (`vigil users add --username U --team T`).
     Users(vigil_dashboard::UsersArgs),
+    /// Care-team panels (`vigil patients assign --team T PATIENT...`).
+    Patients(cmd::patients::Args),
     /// Benchmarks (`vigil bench fhir`: FHIR server throughput and search latency).
     Bench(cmd::bench::Args),
     /// MedTech templates: `vigil templates test` (the mapping debugger) and `check`.
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Devices(args) => cmd::devices::run(args),
         Command::Users(args) => args.run(),
+        Command::Patients(args) => cmd::patients::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Templates(args) => cmd::templates::run(args),
     }

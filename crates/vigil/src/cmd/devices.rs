@@ -75,7 +75,8 @@ fn open(args: ServeArgs) -> Result<(Arc<dyn FhirStore>, Arc<MonitorDb>)> {
     Ok((store, db))
 }
 
-fn monitor_db(data_dir: &std::path::Path) -> Result<Arc<MonitorDb>> {
+/// The monitor database of a data directory (created if needed).
+pub(crate) fn monitor_db(data_dir: &std::path::Path) -> Result<Arc<MonitorDb>> {
     let config = Config::resolve(&ServeArgs {
         data_dir: Some(data_dir.to_path_buf()),
         ..Default::default()

@@ -4,6 +4,7 @@ pub mod bench_pipeline;
 pub mod demo;
 pub mod devices;
 pub mod fhirpath;
+pub mod patients;
 pub mod serve;
 pub mod templates;
 pub mod token;

@@ -246,6 +246,40 @@ fn user_tokens_reach_only_their_care_teams_patients() {
         .0,
         403
     );
+    // An operator puts patient B in ward-b's panel: lee reaches it from the next request.
+    let out = vigil_ok(&["patients", "assign", "--team", "ward-b", &pb], d, None);
+    assert!(out.contains(&format!("Patient/{pb}\tassigned to ward-b")), "{out}");
+    let (s, r) = call(
+        ureq::get(&format!("{fhir}/Patient/{pb}")).set("Authorization", &lee),
+        None,
+    );
+    assert_eq!(s, 200, "{r}");
+    let (_, b) = call(
+        ureq::get(&format!("{fhir}/Observation")).set("Authorization", &lee),
+        None,
+    );
+    assert_eq!(match_ids(&b), vec![ob.clone()]);
+    let listed = vigil_ok(&["patients", "list", "--team", "ward-b"], d, None);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.starts_with(&format!("Patient/{pb}\t")) && listed.ends_with("\tward-b"));
+    let all = vigil_ok(&["patients", "list"], d, None);
+    assert!(all.contains(&format!("Patient/{pa}\t")) && all.contains("ward-a"), "{all}");
+    // And takes it out again.
+    vigil_ok(&["patients", "unassign", "--team", "ward-b", &pb], d, None);
+    let (s, _) = call(
+        ureq::get(&format!("{fhir}/Patient/{pb}")).set("Authorization", &lee),
+        None,
+    );
+    assert_eq!(s, 403);
+    // A patient the FHIR store does not have is refused with what to do.
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["patients", "assign", "--team", "ward-b", "no-such-patient", "--data-dir"])
+        .arg(d)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not in the FHIR store"));
+
     // --user needs an existing user.
     let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
         .args([
