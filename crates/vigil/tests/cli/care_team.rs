@@ -248,7 +248,10 @@ fn user_tokens_reach_only_their_care_teams_patients() {
     );
     // An operator puts patient B in ward-b's panel: lee reaches it from the next request.
     let out = vigil_ok(&["patients", "assign", "--team", "ward-b", &pb], d, None);
-    assert!(out.contains(&format!("Patient/{pb}\tassigned to ward-b")), "{out}");
+    assert!(
+        out.contains(&format!("Patient/{pb}\tassigned to ward-b")),
+        "{out}"
+    );
     let (s, r) = call(
         ureq::get(&format!("{fhir}/Patient/{pb}")).set("Authorization", &lee),
         None,
@@ -263,7 +266,10 @@ fn user_tokens_reach_only_their_care_teams_patients() {
     assert_eq!(listed.lines().count(), 1, "{listed}");
     assert!(listed.starts_with(&format!("Patient/{pb}\t")) && listed.ends_with("\tward-b"));
     let all = vigil_ok(&["patients", "list"], d, None);
-    assert!(all.contains(&format!("Patient/{pa}\t")) && all.contains("ward-a"), "{all}");
+    assert!(
+        all.contains(&format!("Patient/{pa}\t")) && all.contains("ward-a"),
+        "{all}"
+    );
     // And takes it out again.
     vigil_ok(&["patients", "unassign", "--team", "ward-b", &pb], d, None);
     let (s, _) = call(
@@ -273,7 +279,14 @@ fn user_tokens_reach_only_their_care_teams_patients() {
     assert_eq!(s, 403);
     // A patient the FHIR store does not have is refused with what to do.
     let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["patients", "assign", "--team", "ward-b", "no-such-patient", "--data-dir"])
+        .args([
+            "patients",
+            "assign",
+            "--team",
+            "ward-b",
+            "no-such-patient",
+            "--data-dir",
+        ])
         .arg(d)
         .output()
         .unwrap();
