@@ -4,6 +4,7 @@ use super::schema::{INDEX_TABLES, KEY_SPAN};
 use crate::api::OwnedIndexValue;
 use crate::index::*;
 use rusqlite::{Connection, OptionalExtension, Row};
+use rust_decimal::Decimal;
 use std::borrow::Cow;
 use std::sync::OnceLock;
 use vigil_fhir::search::{
@@ -64,6 +65,18 @@ fn real(v: Option<f64>) -> Arg {
     v.map_or(Arg::Null, Arg::Real)
 }
 
+/// A decimal value and range as stored: three REAL columns, then the three exact texts.
+fn ranges(value: Option<Decimal>, low: Option<Decimal>, high: Option<Decimal>) -> [Arg; 6] {
+    [
+        real(dec_f64(value)),
+        real(dec_f64(low)),
+        real(dec_f64(high)),
+        owned(dec_text(value)),
+        owned(dec_text(low)),
+        owned(dec_text(high)),
+    ]
+}
+
 /// One index row ready to insert: its table (a position in [`INDEX_TABLES`]) and its
 /// column values after `k` and `resource_type` (see [`INSERT_COLUMNS`]).
 pub(crate) struct RowArgs {
@@ -110,48 +123,27 @@ pub(crate) fn row_args(param: &'static str, value: OwnedIndexValue) -> RowArgs {
                     .map_or(Arg::Null, |x| Arg::Int(precision_code(x))),
             ],
         ),
-        IndexValue::Number(n) => (
-            3,
-            vec![
-                p,
-                real(dec_f64(n.value)),
-                real(dec_f64(n.low)),
-                real(dec_f64(n.high)),
-                owned(dec_text(n.value)),
-                owned(dec_text(n.low)),
-                owned(dec_text(n.high)),
-            ],
-        ),
+        IndexValue::Number(n) => {
+            let mut args = vec![p];
+            args.extend(ranges(n.value, n.low, n.high));
+            (3, args)
+        }
         IndexValue::Quantity(q) => {
             let c = q.canonical;
-            let cv = |f: fn(&CanonicalQuantity<'static>) -> Option<rust_decimal::Decimal>| {
-                c.as_ref().and_then(f)
-            };
+            let cv = |f: fn(&CanonicalQuantity<'static>) -> Option<Decimal>| c.as_ref().and_then(f);
             let (value, low, high) = (cv(|c| c.value), cv(|c| c.low), cv(|c| c.high));
-            (
-                4,
-                vec![
-                    p,
-                    real(dec_f64(q.value)),
-                    real(dec_f64(q.low)),
-                    real(dec_f64(q.high)),
-                    owned(dec_text(q.value)),
-                    owned(dec_text(q.low)),
-                    owned(dec_text(q.high)),
-                    q.comparator
-                        .map_or(Arg::Null, |x| Arg::Text(Cow::Borrowed(comparator_code(x)))),
-                    text(q.system),
-                    text(q.code),
-                    text(q.unit),
-                    real(dec_f64(value)),
-                    real(dec_f64(low)),
-                    real(dec_f64(high)),
-                    owned(dec_text(value)),
-                    owned(dec_text(low)),
-                    owned(dec_text(high)),
-                    text(c.map(|c| c.unit)),
-                ],
-            )
+            let mut args = vec![p];
+            args.extend(ranges(q.value, q.low, q.high));
+            args.extend([
+                q.comparator
+                    .map_or(Arg::Null, |x| Arg::Text(Cow::Borrowed(comparator_code(x)))),
+                text(q.system),
+                text(q.code),
+                text(q.unit),
+            ]);
+            args.extend(ranges(value, low, high));
+            args.push(text(c.map(|c| c.unit)));
+            (4, args)
         }
         IndexValue::Reference(r) => {
             let (system, code, itext, types) = match r.identifier {
