@@ -7,6 +7,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::str::FromStr;
 use vigil_fhir::search::{
     CanonicalQuantity, Coding, Comparator, DateValue, IndexValue, NumberValue, PositionValue,
@@ -291,10 +292,14 @@ impl JsonText {
     }
 
     fn string(&mut self, s: &str) {
-        // serde_json's escaping, so the text is byte for byte what it would write.
-        let mut buf = Vec::with_capacity(s.len() + 2);
-        if serde_json::to_writer(&mut buf, s).is_ok() {
-            self.0.push_str(&String::from_utf8_lossy(&buf));
+        if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            // Nothing to escape (codes, systems, units: nearly always).
+            self.0.push('"');
+            self.0.push_str(s);
+            self.0.push('"');
+        } else if let Ok(escaped) = serde_json::to_string(s) {
+            // serde_json's escaping, so the text is byte for byte what it would write.
+            self.0.push_str(&escaped);
         }
     }
 
@@ -310,9 +315,7 @@ impl JsonText {
         self.key(first, k);
         match v {
             Some(v) => {
-                self.0.push('"');
-                self.0.push_str(&v.to_string());
-                self.0.push('"');
+                let _ = write!(self.0, "\"{v}\"");
             }
             None => self.0.push_str("null"),
         }
@@ -321,7 +324,9 @@ impl JsonText {
     fn int(&mut self, first: bool, k: &str, v: Option<i64>) {
         self.key(first, k);
         match v {
-            Some(v) => self.0.push_str(&v.to_string()),
+            Some(v) => {
+                let _ = write!(self.0, "{v}");
+            }
             None => self.0.push_str("null"),
         }
     }
