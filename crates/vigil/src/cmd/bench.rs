@@ -388,16 +388,10 @@ fn writer_cpu() -> Option<Duration> {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        if !head.contains("vigil-store-wri") {
-            continue;
-        }
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        if let (Some(u), Some(s)) = (ticks(11), ticks(12)) {
-            *total.get_or_insert(Duration::ZERO) += Duration::from_millis((u + s) * 10);
+        if let Some((name, cpu)) = stat_cpu(&stat) {
+            if name.contains("vigil-store-wri") {
+                *total.get_or_insert(Duration::ZERO) += cpu;
+            }
         }
     }
     total
@@ -407,12 +401,17 @@ fn writer_cpu() -> Option<Duration> {
 /// (Linux: /proc/self/stat, in clock ticks of 10 ms).
 fn process_cpu() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    stat_cpu(&stat).map(|(_, cpu)| cpu)
+}
+
+/// The command name and the user + system CPU time of a `/proc/.../stat` line.
+fn stat_cpu(stat: &str) -> Option<(&str, Duration)> {
     // Fields after the command name (which may hold spaces) start after its ')'.
-    let rest = stat.rsplit_once(')')?.1;
+    let (head, rest) = stat.rsplit_once(')')?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(Duration::from_millis((utime + stime) * 10))
+    Some((head, Duration::from_millis((utime + stime) * 10)))
 }
 
 fn truncate(s: &str, n: usize) -> &str {
