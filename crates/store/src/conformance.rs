@@ -1458,6 +1458,11 @@ pub fn search_reference_uri_matches_oracle(make: Make<'_>) {
             "subject:Patient=p1",
             "patient=p1",
             "patient=Patient/p2",
+            "patient:Patient=p1",
+            "patient=Group/p1",
+            "patient:missing=true",
+            "patient:missing=false",
+            "patient=Patient/p1,Patient/p3",
             "subject=Patient/p1,Patient/p3",
             "subject=Group/p1",
             "subject=Patient/p1/_history/1",
@@ -1755,7 +1760,7 @@ pub fn search_paging_with_concurrent_writes(make: Make<'_>) {
 /// resources of the page, each once.
 pub fn search_includes(make: Make<'_>) {
     let s = make("search-include");
-    search_dataset(&*s);
+    let all = search_dataset(&*s);
     let run = |rt: &str, qs: &str| {
         let r = s
             .search(&parse_search(rt, qs), &SearchPage::default())
@@ -1804,6 +1809,47 @@ pub fn search_includes(make: Make<'_>) {
         )
         .1,
         vec!["Observation/o8", "Observation/o9", "Patient/p3"]
+    );
+    // `patient` (the Patients among `subject`) answers like `subject` for Patients.
+    assert_eq!(
+        run("Patient", "_id=p2&_revinclude=Observation:patient"),
+        run("Patient", "_id=p2&_revinclude=Observation:subject")
+    );
+    assert_eq!(
+        run("Observation", "_id=o1,o2&_include=Observation:patient").1,
+        vec!["Patient/p1".to_string()]
+    );
+    // Wildcards: every live resource with a local reference to the Patient, found from
+    // the stored index values.
+    let referring = |source_type: Option<&str>, target: &str| {
+        let mut out: Vec<String> = all
+            .iter()
+            .filter(|x| source_type.is_none_or(|t| t == x.resource_type))
+            .filter(|x| {
+                s.index_values(&x.resource_type, &x.id)
+                    .unwrap()
+                    .iter()
+                    .any(|(_, v)| match v {
+                        vigil_fhir::search::IndexValue::Reference(r) => {
+                            r.kind == vigil_fhir::search::ReferenceKind::Local
+                                && r.resource_type.as_deref() == Some("Patient")
+                                && r.id.as_deref() == Some(target)
+                        }
+                        _ => false,
+                    })
+            })
+            .map(|x| format!("{}/{}", x.resource_type, x.id))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    };
+    let everything = referring(None, "p2");
+    assert!(everything.len() > 4, "{everything:?}");
+    assert_eq!(run("Patient", "_id=p2&_revinclude=*").1, everything);
+    assert_eq!(
+        run("Patient", "_id=p2&_revinclude=Observation:*").1,
+        referring(Some("Observation"), "p2")
     );
     // Deleted targets are not included.
     s.delete("Patient", "p3", None).unwrap();

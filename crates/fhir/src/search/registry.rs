@@ -149,6 +149,9 @@ pub struct SearchRegistry {
     /// Parameter code → the codes whose values together are exactly its values (see
     /// [`SearchRegistry::union_sources`]).
     unions: FnvHashMap<&'static str, Vec<&'static str>>,
+    /// Parameter code → its filtered-alias sources (see
+    /// [`SearchRegistry::filtered_alias_source`]).
+    aliases: FnvHashMap<&'static str, FilteredAlias>,
     problems: Vec<PrepareProblem>,
     expression_count: usize,
 }
@@ -312,11 +315,13 @@ impl SearchRegistry {
         }
         let expression_count = compiled.values().filter(|e| e.is_some()).count();
         let unions = union_parameters(&params, &types, &parts_of);
+        let aliases = filtered_aliases(&params, &types, &parts_of);
         SearchRegistry {
             params,
             types,
             by_url,
             unions,
+            aliases,
             problems,
             expression_count,
         }
@@ -339,6 +344,11 @@ impl SearchRegistry {
             .into_iter()
             .flat_map(|tp| tp.plans.iter())
             .map(|plan| &self.params[plan.param])
+    }
+
+    /// The resource types parameters are prepared for (concrete types), in no order.
+    pub fn resource_types(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.types.keys().copied()
     }
 
     /// A parameter of a resource type by its code (`param("Observation", "code")`).
@@ -374,6 +384,37 @@ impl SearchRegistry {
     /// All union parameters (see [`SearchRegistry::union_sources`]) with their sources.
     pub fn union_parameters(&self) -> impl Iterator<Item = (&'static str, &[&'static str])> {
         self.unions.iter().map(|(c, s)| (*c, s.as_slice()))
+    }
+
+    /// The parameter a *filtered alias* `code` narrows on `resource_type`: a reference
+    /// parameter whose expression there is exactly another reference parameter's
+    /// followed by `.where(resolve() is T)`, as R4's Observation `patient` is
+    /// `Observation.subject.where(resolve() is Patient)` beside `subject` =
+    /// `Observation.subject`. Its values are some of the source's values, so a store
+    /// may mark the source's rows instead of keeping a second copy of them. `None` for
+    /// every other parameter and type.
+    pub fn filtered_alias_source(&self, resource_type: &str, code: &str) -> Option<&'static str> {
+        let alias = self.aliases.get(code)?;
+        alias
+            .by_type
+            .iter()
+            .find(|(t, _)| *t == resource_type)
+            .map(|(_, s)| *s)
+    }
+
+    /// The sources of the filtered alias `code` on any type (distinct, sorted), or
+    /// `None` when it is a filtered alias nowhere. Every parameter with such a code is a
+    /// reference parameter.
+    pub fn filtered_alias_sources(&self, code: &str) -> Option<&[&'static str]> {
+        self.aliases.get(code).map(|a| a.sources.as_slice())
+    }
+
+    /// All filtered-alias codes with their sources (see
+    /// [`SearchRegistry::filtered_alias_sources`]).
+    pub fn filtered_alias_parameters(
+        &self,
+    ) -> impl Iterator<Item = (&'static str, &[&'static str])> {
+        self.aliases.iter().map(|(c, a)| (*c, a.sources.as_slice()))
     }
 
     /// Expressions that failed to prepare. Empty for the R4 definitions (a test checks).
@@ -508,6 +549,71 @@ fn union_parameters(
     let derived: Vec<&'static str> = unions.keys().copied().collect();
     unions.retain(|_, sources| !sources.iter().any(|s| derived.contains(s)));
     unions
+}
+
+/// Where a filtered alias (see [`SearchRegistry::filtered_alias_source`]) takes its
+/// values from.
+#[derive(Debug, Default)]
+struct FilteredAlias {
+    /// (resource type, source parameter code), for the types where it is an alias.
+    by_type: Vec<(&'static str, &'static str)>,
+    /// The distinct source codes, sorted.
+    sources: Vec<&'static str>,
+}
+
+/// Find the filtered aliases: per type, a reference parameter of one part
+/// `X.where(resolve() is T)` where `X` is the one part of another reference parameter
+/// of that type. Kept only for codes that are reference parameters on every type.
+fn filtered_aliases(
+    params: &[SearchParam],
+    types: &HashMap<&'static str, TypePlans>,
+    parts_of: &HashMap<(&'static str, usize), Vec<String>>,
+) -> FnvHashMap<&'static str, FilteredAlias> {
+    let is_ref = |p: &SearchParam| p.def.param_type == SearchParamType::Reference;
+    let mut found: FnvHashMap<&'static str, FilteredAlias> = FnvHashMap::default();
+    let mut not_reference: Vec<&'static str> = Vec::new();
+    for (&rt, tp) in types {
+        for plan in &tp.plans {
+            let p = &params[plan.param];
+            if !is_ref(p) {
+                not_reference.push(p.code());
+                continue;
+            }
+            let Some([part]) = parts_of.get(&(rt, plan.param)).map(Vec::as_slice) else {
+                continue;
+            };
+            let Some(inner) = part
+                .strip_suffix(')')
+                .and_then(|x| x.rsplit_once(".where(resolve() is "))
+                .filter(|(_, t)| !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric()))
+                .map(|(x, _)| x)
+            else {
+                continue;
+            };
+            let source = tp.plans.iter().find(|other| {
+                other.param != plan.param
+                    && is_ref(&params[other.param])
+                    && parts_of
+                        .get(&(rt, other.param))
+                        .is_some_and(|q| q.len() == 1 && q[0] == inner)
+            });
+            if let Some(source) = source {
+                let entry = found.entry(p.code()).or_default();
+                entry.by_type.push((rt, params[source.param].code()));
+            }
+        }
+    }
+    found.retain(|code, _| !not_reference.contains(code));
+    // A source must be stored itself: no alias of an alias.
+    let codes: Vec<&'static str> = found.keys().copied().collect();
+    found.retain(|_, a| !a.by_type.iter().any(|(_, s)| codes.contains(s)));
+    for a in found.values_mut() {
+        a.by_type.sort_unstable();
+        a.sources = a.by_type.iter().map(|(_, s)| *s).collect();
+        a.sources.sort_unstable();
+        a.sources.dedup();
+    }
+    found
 }
 
 /// The definition giving a composite component its type.
@@ -759,6 +865,57 @@ fn passes_empty(f: Func) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn r4_filtered_aliases_are_the_where_resolve_parameters() {
+        let r = SearchRegistry::r4();
+        let mut codes: Vec<(&str, Vec<&str>)> = r
+            .filtered_alias_parameters()
+            .map(|(c, s)| (c, s.to_vec()))
+            .collect();
+        codes.sort();
+        assert_eq!(
+            codes,
+            vec![
+                ("patient", vec!["actor", "link", "subject", "target"]),
+                ("practitioner", vec!["actor", "link", "participant"]),
+                ("relatedperson", vec!["link"]),
+            ]
+        );
+        assert_eq!(
+            r.filtered_alias_source("Observation", "patient"),
+            Some("subject")
+        );
+        assert_eq!(
+            r.filtered_alias_source("RiskAssessment", "patient"),
+            Some("subject")
+        );
+        // `AllergyIntolerance.patient` is a path of its own, no filter.
+        assert_eq!(
+            r.filtered_alias_source("AllergyIntolerance", "patient"),
+            None
+        );
+        assert_eq!(r.filtered_alias_source("Observation", "subject"), None);
+        for (code, sources) in &codes {
+            for rt in r.resource_types() {
+                if let Some(p) = r.param(rt, code) {
+                    assert_eq!(p.param_type(), SearchParamType::Reference, "{rt}.{code}");
+                }
+                if let Some(source) = r.filtered_alias_source(rt, code) {
+                    assert!(sources.contains(&source));
+                    let (alias, src) = (
+                        r.expression_for(rt, code).unwrap_or_default(),
+                        r.expression_for(rt, source).unwrap_or_default(),
+                    );
+                    assert!(
+                        alias.contains(".where(resolve() is "),
+                        "{rt}.{code}: {alias}"
+                    );
+                    assert!(!src.contains("where("), "{rt}.{source}: {src}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn r4_union_parameters_are_the_observation_combos() {

@@ -95,14 +95,66 @@ const INSERT_COLUMNS: [&str; 9] = [
      canonical_low_text, canonical_high_text, canonical_unit",
     "k, resource_type, param, kind, reference, target_type, target_id, target_version, \
      base_url, url, display, identifier_system, identifier_value, identifier_text, \
-     identifier_type",
+     identifier_type, also",
     "k, resource_type, param, uri, version",
     "k, resource_type, param, value",
     "k, resource_type, param, latitude, longitude, latitude_text, longitude_text",
 ];
 
-/// The row of one index value.
-pub(crate) fn row_args(param: &'static str, value: OwnedIndexValue) -> RowArgs {
+/// Whether a parameter's rows are stored: not for the row columns (`_id`,
+/// `_lastUpdated`) nor for union parameters (see [`is_union`]).
+fn stored_param(code: &str) -> bool {
+    !ROW_COLUMN_PARAMS.contains(&code) && !is_union(code)
+}
+
+/// The index rows a resource stores: its search index values less those answered
+/// otherwise (row columns, union parameters), and with each value of a filtered alias
+/// (R4's Observation `patient`, see [`SearchRegistry::filtered_alias_source`]) folded
+/// into the identical value of its source, marked `also`: one row, one entry in the
+/// reference index, instead of two. A value with no identical source value (which
+/// the parameters' definitions rule out, but the fold does not rely on) keeps its own
+/// row.
+pub(crate) fn stored_rows(resource: &serde_json::Value) -> Vec<RowArgs> {
+    let rt = resource
+        .get("resourceType")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("");
+    let registry = SearchRegistry::r4();
+    let mut values: Vec<(&'static str, OwnedIndexValue, Option<&'static str>)> =
+        extract_rows(resource)
+            .into_iter()
+            .filter(|(p, _)| stored_param(p))
+            .map(|(p, v)| (p, v.into_owned(), None))
+            .collect();
+    let mut i = 0;
+    while i < values.len() {
+        let source = registry.filtered_alias_source(rt, values[i].0);
+        let twin = source.and_then(|source| {
+            values
+                .iter()
+                .position(|(q, v, also)| *q == source && also.is_none() && *v == values[i].1)
+        });
+        match twin {
+            Some(j) => {
+                values[j].2 = Some(values[i].0);
+                values.remove(i);
+            }
+            None => i += 1,
+        }
+    }
+    values
+        .into_iter()
+        .map(|(p, v, also)| row_args(p, v, also))
+        .collect()
+}
+
+/// The row of one index value; `also`: the filtered alias this reference row also
+/// answers for (see [`stored_rows`]).
+pub(crate) fn row_args(
+    param: &'static str,
+    value: OwnedIndexValue,
+    also: Option<&'static str>,
+) -> RowArgs {
     let p = Arg::Text(Cow::Borrowed(param));
     let (table, args) = match value {
         IndexValue::Token(t) => {
@@ -166,6 +218,7 @@ pub(crate) fn row_args(param: &'static str, value: OwnedIndexValue) -> RowArgs {
                     text(code),
                     text(itext),
                     owned(types),
+                    also.map_or(Arg::Null, |a| Arg::Text(Cow::Borrowed(a))),
                 ],
             )
         }
@@ -282,11 +335,23 @@ pub(crate) fn read_rows(
                  table: &str,
                  f: &dyn Fn(&Row<'_>) -> rusqlite::Result<Option<OwnedIndexValue>>|
      -> rusqlite::Result<()> {
-        let sql = format!("SELECT param, {cols} FROM {table} {key}");
+        // `idx_reference` rows may also be a filtered alias's (`also`, see `stored_rows`).
+        let with_also = table == "idx_reference";
+        let sql = if with_also {
+            format!("SELECT param, {cols}, also FROM {table} {key}")
+        } else {
+            format!("SELECT param, {cols} FROM {table} {key}")
+        };
+        let also_at = cols.split(',').count() + 1;
         let mut stmt = conn.prepare_cached(&sql)?;
         let mut rows = stmt.query([first, end])?;
         while let Some(row) = rows.next()? {
             if let Some(v) = f(row)? {
+                if with_also {
+                    if let Some(alias) = row.get::<_, Option<String>>(also_at)? {
+                        out.push((alias, v.clone()));
+                    }
+                }
                 out.push((row.get::<_, String>(0)?, v));
             }
         }
@@ -416,6 +481,12 @@ pub(crate) fn stored_codes(code: &str) -> Vec<String> {
         Some(sources) => sources.iter().map(|s| s.to_string()).collect(),
         None => vec![code.to_string()],
     }
+}
+
+/// The sources whose rows marked `also = code` answer for the filtered alias `code`
+/// (see [`stored_rows`]), or `None` when it is no filtered alias.
+pub(crate) fn alias_sources(code: &str) -> Option<&'static [&'static str]> {
+    SearchRegistry::r4().filtered_alias_sources(code)
 }
 
 /// Add the rows of the union parameters of `rt`, from their sources' rows (without

@@ -69,11 +69,7 @@ struct Prepared {
 impl Prepared {
     /// From a body already in its stored shape.
     fn new(shaped: &Value, with_text: bool) -> Prepared {
-        let rows = crate::index::extract_rows(shaped)
-            .into_iter()
-            .filter(|(p, _)| stored_param(p))
-            .map(|(p, v)| index::row_args(p, v.into_owned()))
-            .collect();
+        let rows = index::stored_rows(shaped);
         Prepared {
             rows,
             body: if with_text {
@@ -83,12 +79,6 @@ impl Prepared {
             },
         }
     }
-}
-
-/// Whether a parameter's rows are stored: not for the row columns (`_id`,
-/// `_lastUpdated`) nor for union parameters (see [`index::is_union`]).
-fn stored_param(code: &str) -> bool {
-    !index::ROW_COLUMN_PARAMS.contains(&code) && !index::is_union(code)
 }
 
 /// Give creates their ids, put bodies into their stored shape and prepare them (on the
@@ -1039,11 +1029,7 @@ fn write_version(
     let rows: &[index::RowArgs] = match (prepared, resource) {
         (Some(p), Some(_)) => &p.rows,
         (None, Some(r)) => {
-            extracted = crate::index::extract_rows(r)
-                .into_iter()
-                .filter(|(p, _)| stored_param(p))
-                .map(|(p, v)| index::row_args(p, v.into_owned()))
-                .collect();
+            extracted = index::stored_rows(r);
             &extracted
         }
         (_, None) => &[],

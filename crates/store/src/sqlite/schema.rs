@@ -292,6 +292,21 @@ DELETE FROM idx_composite WHERE resource_type = 'Observation'
 DROP INDEX idx_reference_url;
 CREATE INDEX idx_reference_url ON idx_reference (resource_type, param, url) WHERE url IS NOT NULL;
 "#,
+    // 6: fewer index entries per reference, the most costly rows to write (their keys
+    // are spread over all patients, so each lands on a page of its own):
+    // - `also`: a filtered alias's value (Observation `patient`, the `subject` values
+    //   that are Patients) is written as a mark on its source's identical row instead of
+    //   a row of its own (see `index::stored_rows`). Rows written before stay as they
+    //   are: searches read both forms.
+    // - no reverse (target) index: reverse lookups (`_has`, `_revinclude`) know the
+    //   source types and parameters, and probe the (type, param, target) index, which
+    //   now also covers `also`.
+    r#"
+ALTER TABLE idx_reference ADD COLUMN also TEXT;
+DROP INDEX idx_reference_reverse;
+DROP INDEX idx_reference_target;
+CREATE INDEX idx_reference_target ON idx_reference (resource_type, param, target_id, target_type, also);
+"#,
 ];
 
 /// The union parameters migration 5 removes the rows of, by index table.
@@ -381,7 +396,8 @@ INSERT INTO idx_token (resource_type, resource_id, param, system, code)
          ('Observation', 'o1', 'code', 'http://loinc.org', '8867-4'),
          ('Observation', 'o1', 'combo-code', 'http://loinc.org', '8867-4');
 INSERT INTO idx_reference (resource_type, resource_id, param, kind, reference, target_type, target_id)
-  VALUES ('Observation', 'o1', 'subject', 'local', 'Patient/a', 'Patient', 'a');
+  VALUES ('Observation', 'o1', 'subject', 'local', 'Patient/a', 'Patient', 'a'),
+         ('Observation', 'o1', 'patient', 'local', 'Patient/a', 'Patient', 'a');
 "#,
         )
         .unwrap();
@@ -445,10 +461,16 @@ INSERT INTO idx_reference (resource_type, resource_id, param, kind, reference, t
             ["a"]
         );
         assert_eq!(search("Observation", "combo-code=8867-4"), ["o1"]);
+        // A `patient` row of its own, as written before migration 6, still answers.
+        assert_eq!(search("Observation", "patient=Patient/a"), ["o1"]);
+        assert_eq!(
+            search("Patient", "_has:Observation:patient:code=8867-4"),
+            ["a"]
+        );
         let rows = store.index_values("Observation", "o1").unwrap();
-        // The three migrated rows, plus `_id` and `_lastUpdated` from the resource row,
+        // The four migrated rows, plus `_id` and `_lastUpdated` from the resource row,
         // and `combo-code` from `code` (its own row is gone).
-        assert_eq!(rows.len(), 6, "{rows:?}");
+        assert_eq!(rows.len(), 7, "{rows:?}");
         assert_eq!(rows.iter().filter(|(p, _)| p == "combo-code").count(), 1);
         // Writes after the migration replace the migrated rows.
         let mut o1 = match store.read("Observation", "o1").unwrap() {
@@ -462,6 +484,15 @@ INSERT INTO idx_reference (resource_type, resource_id, param, kind, reference, t
             search("Observation", "status=amended&subject=Patient/a"),
             ["o1"]
         );
+        // Rewritten, its `patient` value is a mark on the `subject` row.
+        assert_eq!(search("Observation", "patient=Patient/a"), ["o1"]);
+        let rows = store.index_values("Observation", "o1").unwrap();
+        let extracted = match store.read("Observation", "o1").unwrap() {
+            ReadOutcome::Found(s) => crate::index::extract_rows(&s.resource).len(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(rows.len(), extracted, "{rows:?}");
+        assert_eq!(rows.iter().filter(|(p, _)| p == "patient").count(), 1);
         store.close().unwrap();
         let conn = Connection::open(&path).unwrap();
         let version: i64 = conn
@@ -476,6 +507,17 @@ INSERT INTO idx_reference (resource_type, resource_id, param, kind, reference, t
             )
             .unwrap();
         assert_eq!(combo, 0);
+        let references: Vec<(String, Option<String>)> = conn
+            .prepare("SELECT param, also FROM idx_reference ORDER BY k")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            references,
+            [("subject".to_string(), Some("patient".to_string()))]
+        );
         // The Patient kept rid 1 (order of `seq`), its two string rows keys 0 and 1.
         let keys: Vec<i64> = conn
             .prepare("SELECT k FROM idx_string WHERE resource_type = 'Patient' ORDER BY k")

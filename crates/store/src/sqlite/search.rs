@@ -89,14 +89,29 @@ impl Sql {
         self
     }
 
-    /// `= ?` the parameter code, or `IN (?, ..)` the codes whose rows answer for it (see
-    /// [`super::index::stored_codes`]).
-    fn param_is(&mut self, code: &str) -> &mut Self {
+    /// `{alias}.param` selecting the rows that answer for `code`: the rows of its
+    /// sources for a union parameter ([`super::index::stored_codes`]); for a filtered
+    /// alias its own rows and its sources' rows marked `also` with it
+    /// ([`super::index::stored_rows`]; only `idx_reference` has that column, and only
+    /// reference parameters are filtered aliases).
+    fn param_is(&mut self, alias: &str, code: &str) -> &mut Self {
+        if let Some(sources) = super::index::alias_sources(code) {
+            self.s(&format!("({alias}.param IN (")).v(code.to_string());
+            for source in sources {
+                self.s(", ").v(source.to_string());
+            }
+            self.s(&format!(") AND ({alias}.param = "))
+                .v(code.to_string())
+                .s(&format!(" OR {alias}.also = "))
+                .v(code.to_string())
+                .s("))");
+            return self;
+        }
         let codes = super::index::stored_codes(code);
         if let [one] = codes.as_slice() {
-            self.s("= ").v(one.clone());
+            self.s(&format!("{alias}.param = ")).v(one.clone());
         } else {
-            self.s("IN (");
+            self.s(&format!("{alias}.param IN ("));
             for (i, c) in codes.into_iter().enumerate() {
                 if i > 0 {
                     self.s(", ");
@@ -638,10 +653,10 @@ fn clause_cond(q: &mut Sql, c: &Clause, hops: &[Hop], o: &str) -> Result<()> {
             q.s(&format!(
                 "EXISTS (SELECT 1 FROM idx_reference {h} NOT INDEXED JOIN resource {t} ON \
                  {t}.resource_type = {h}.target_type AND {t}.id = {h}.target_id AND \
-                 {t}.deleted = 0 WHERE {} AND {h}.kind = 'local' AND {h}.param ",
+                 {t}.deleted = 0 WHERE {} AND {h}.kind = 'local' AND ",
                 rows_of(&h, o)
             ))
-            .param_is(&param.code);
+            .param_is(&h, &param.code);
             if !target_types.is_empty() {
                 q.s(&format!(" AND {h}.target_type IN ("));
                 for (i, tt) in target_types.iter().enumerate() {
@@ -665,14 +680,42 @@ fn clause_cond(q: &mut Sql, c: &Clause, hops: &[Hop], o: &str) -> Result<()> {
                 rid_of(&h)
             ))
             .v(resource_type.clone())
-            .s(&format!(" AND {h}.param "))
-            .param_is(&param.code);
+            .s(" AND ")
+            .param_is(&h, &param.code);
         }
     }
     q.s(" AND ");
     clause_cond(q, c, rest, &t)?;
     q.s(")");
     Ok(())
+}
+
+/// The (source type, reference parameter codes) to probe for a `_revinclude` with a
+/// wildcard (`*`, `Type:*`, `*:param`): the reference parameters of the named type or
+/// of every type. Probing them through the (type, param, target) index is what
+/// replaced a reverse index of its own, which every reference row paid for on write.
+fn wildcard_probes(inc: &Include) -> Vec<(String, Option<Vec<String>>)> {
+    let registry = vigil_fhir::search::SearchRegistry::r4();
+    let mut types: Vec<&str> = if inc.source_type == "*" {
+        registry.resource_types().collect()
+    } else {
+        vec![inc.source_type.as_str()]
+    };
+    types.sort_unstable();
+    types
+        .into_iter()
+        .filter_map(|t| {
+            let mut codes: Vec<String> = registry
+                .params_for(t)
+                .filter(|p| p.param_type() == SearchParamType::Reference && p.is_indexed())
+                .filter(|p| inc.param.as_deref().is_none_or(|c| c == p.code()))
+                .map(|p| p.code().to_string())
+                .collect();
+            codes.sort_unstable();
+            codes.dedup();
+            (!codes.is_empty()).then(|| (t.to_string(), Some(codes)))
+        })
+        .collect()
 }
 
 /// Whether the clause needs Rust to decide it (see the module documentation).
@@ -757,10 +800,10 @@ fn leaf_cond(q: &mut Sql, c: &Clause, o: &str) -> Result<()> {
     // the probe, turning each check into a scan.
     let key = |q: &mut Sql| {
         q.s(&format!(
-            "SELECT 1 FROM {table} {x} NOT INDEXED WHERE {} AND {x}.param ",
+            "SELECT 1 FROM {table} {x} NOT INDEXED WHERE {} AND ",
             rows_of(&x, o)
         ))
-        .param_is(code);
+        .param_is(&x, code);
     };
     let mut first = true;
     q.s("(");
@@ -897,8 +940,8 @@ fn driver_cond(q: &mut Sql, c: &Clause, resource_type: &str) -> Result<()> {
         rid_of(&x)
     ))
     .v(resource_type.to_string())
-    .s(&format!(" AND {x}.param "))
-    .param_is(&c.param.code)
+    .s(" AND ")
+    .param_is(&x, &c.param.code)
     .s(" AND ");
     if table == "idx_string" {
         // Always true here (`_content`/`_text` never drive), but lets SQLite use the
@@ -969,10 +1012,10 @@ fn sort_expr(q: &mut Sql, k: &SortKey) -> Result<()> {
         _ => return Err(invalid(format!("cannot sort on `{code}`"))),
     };
     q.s(&format!(
-        "(SELECT {agg}({expr}) FROM {table} x NOT INDEXED WHERE {} AND x.param ",
+        "(SELECT {agg}({expr}) FROM {table} x NOT INDEXED WHERE {} AND ",
         rows_of("x", "r")
     ))
-    .param_is(code)
+    .param_is("x", code)
     .s(")");
     Ok(())
 }
@@ -1236,7 +1279,7 @@ fn includes(conn: &Connection, query: &SearchQuery, matches: &[Stored]) -> Resul
                 .v(source.id.clone())
                 .s(" AND x.kind = 'local'");
                 if let Some(p) = &inc.param {
-                    q.s(" AND x.param ").param_is(p);
+                    q.s(" AND ").param_is("x", p);
                 }
                 if let Some(t) = &inc.target_type {
                     q.s(" AND x.target_type = ").v(t.clone());
@@ -1251,23 +1294,45 @@ fn includes(conn: &Connection, query: &SearchQuery, matches: &[Stored]) -> Resul
                 {
                     continue;
                 }
-                let mut q = Sql::default();
-                q.s(&format!(
-                    "SELECT t.seq FROM idx_reference x JOIN resource t ON t.rid = {} AND \
-                     t.deleted = 0 WHERE x.target_type = ",
-                    rid_of("x")
-                ))
-                .v(source.resource_type.clone())
-                .s(" AND x.target_id = ")
-                .v(source.id.clone())
-                .s(" AND x.kind = 'local'");
-                if inc.source_type != "*" {
-                    q.s(" AND x.resource_type = ").v(inc.source_type.clone());
+                // Probed through the (type, param, target) index: with a wildcard, once
+                // per type that has reference parameters able to point at the source.
+                let probes: Vec<(String, Option<Vec<String>>)> = match &inc.param {
+                    Some(p) if inc.source_type != "*" => {
+                        vec![(inc.source_type.clone(), Some(vec![p.clone()]))]
+                    }
+                    _ => wildcard_probes(inc),
+                };
+                for (source_type, params) in probes {
+                    let mut q = Sql::default();
+                    q.s(&format!(
+                        "SELECT t.seq FROM idx_reference x JOIN resource t ON t.rid = {} AND \
+                         t.deleted = 0 WHERE x.resource_type = ",
+                        rid_of("x")
+                    ))
+                    .v(source_type)
+                    .s(" AND x.target_type = ")
+                    .v(source.resource_type.clone())
+                    .s(" AND x.target_id = ")
+                    .v(source.id.clone())
+                    .s(" AND x.kind = 'local'");
+                    match params.as_deref() {
+                        Some([p]) => {
+                            q.s(" AND ").param_is("x", p);
+                        }
+                        Some(codes) => {
+                            q.s(" AND x.param IN (");
+                            for (i, c) in codes.iter().enumerate() {
+                                if i > 0 {
+                                    q.s(", ");
+                                }
+                                q.v(c.clone());
+                            }
+                            q.s(")");
+                        }
+                        None => {}
+                    }
+                    seqs.extend(run_rows(conn, &q, 0)?.into_iter().map(|(s, _)| s));
                 }
-                if let Some(p) = &inc.param {
-                    q.s(" AND x.param ").param_is(p);
-                }
-                seqs.extend(run_rows(conn, &q, 0)?.into_iter().map(|(s, _)| s));
             }
             for seq in seqs {
                 if out.len() >= MAX_INCLUDED {

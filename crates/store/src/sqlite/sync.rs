@@ -17,8 +17,11 @@
 //!
 //! A failed fsync leaves the state of the file unknown (the kernel may have dropped the
 //! dirty pages), so it fails the waiting requests and every later write until the
-//! store is reopened. Checkpoints also run here, on a separate connection and in
-//! PASSIVE mode, so the writer does not stop to copy pages into the database file.
+//! store is reopened. Checkpoints run on a thread of their own (`Checkpointer`), on a
+//! separate connection and in PASSIVE mode: the writer does not stop to copy pages
+//! into the database file, and answers keep flowing while a checkpoint copies and
+//! fsyncs (on this thread, a checkpoint held every answer back: the requesters, and
+//! then the writer, sat idle).
 
 use super::{Prepared, Reply};
 use crate::api::{Result, StoreError, WriteOutcome};
@@ -61,8 +64,6 @@ pub(super) struct Syncer {
     db_path: PathBuf,
     wal: Option<File>,
     poison: Arc<Poison>,
-    checkpointer: Option<Connection>,
-    last_checkpoint: Instant,
 }
 
 fn wal_path(db: &Path) -> PathBuf {
@@ -77,32 +78,17 @@ impl Syncer {
             db_path: db_path.to_path_buf(),
             wal: None,
             poison,
-            checkpointer: None,
-            last_checkpoint: Instant::now(),
         }
     }
 
     /// Answer groups as their fsyncs complete, until the writer hangs up.
     pub(super) fn run(&mut self, rx: &mpsc::Receiver<Answers>) {
-        let mut idle_checkpoint_due = false;
-        loop {
-            let first = if idle_checkpoint_due {
-                match rx.recv_timeout(CHECKPOINT_EVERY) {
-                    Ok(a) => a,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        // Writes have stopped: checkpoint what is left in the WAL.
-                        self.checkpoint();
-                        idle_checkpoint_due = false;
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                }
-            } else {
-                match rx.recv() {
-                    Ok(a) => a,
-                    Err(_) => break,
-                }
-            };
+        let (written_tx, written_rx) = mpsc::channel::<()>();
+        let mut checkpointer = Checkpointer::new(&self.db_path);
+        let checkpoints = std::thread::Builder::new()
+            .name("vigil-store-checkpoint".into())
+            .spawn(move || checkpointer.run(&written_rx));
+        while let Ok(first) = rx.recv() {
             let mut groups = vec![first];
             while let Ok(more) = rx.try_recv() {
                 groups.push(more);
@@ -124,10 +110,14 @@ impl Syncer {
             }
             // Freed after every answer is out, on this thread rather than the writer's.
             drop(leftovers);
-            if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-                self.checkpoint();
-            }
-            idle_checkpoint_due = true;
+            // The checkpoint thread is gone only if it panicked; SQLite's automatic
+            // checkpoint then keeps the WAL bounded.
+            let _ = written_tx.send(());
+        }
+        // Hang up: the checkpoint thread copies what is left, then ends.
+        drop(written_tx);
+        if let Ok(h) = checkpoints {
+            let _ = h.join();
         }
     }
 
@@ -154,23 +144,77 @@ impl Syncer {
             None => Ok(()),
         }
     }
+}
+
+/// The checkpoint thread's state: it copies the WAL into the database file every
+/// [`CHECKPOINT_EVERY`] while writes go on, and once more when they stop.
+struct Checkpointer {
+    db_path: PathBuf,
+    conn: Option<Connection>,
+}
+
+impl Checkpointer {
+    fn new(db_path: &Path) -> Checkpointer {
+        Checkpointer {
+            db_path: db_path.to_path_buf(),
+            conn: None,
+        }
+    }
+
+    /// `written` gets a message per durable group; it hangs up when the store closes.
+    fn run(&mut self, written: &mpsc::Receiver<()>) {
+        // Whether groups were written since the last checkpoint, and when that was.
+        let mut pending = false;
+        let mut last = Instant::now();
+        loop {
+            let wait = if pending {
+                CHECKPOINT_EVERY.saturating_sub(last.elapsed())
+            } else {
+                // Nothing to copy: sleep until the next write.
+                Duration::from_secs(3600)
+            };
+            match written.recv_timeout(wait) {
+                Ok(()) => {
+                    pending = true;
+                    if last.elapsed() >= CHECKPOINT_EVERY {
+                        self.checkpoint();
+                        last = Instant::now();
+                        pending = false;
+                    }
+                }
+                // Writes stopped for a while (or a period passed): copy what is left.
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if pending {
+                        self.checkpoint();
+                        last = Instant::now();
+                        pending = false;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    if pending {
+                        self.checkpoint();
+                    }
+                    return;
+                }
+            }
+        }
+    }
 
     /// A PASSIVE checkpoint: copies what it can without waiting for readers or the
     /// writer. Failures are left to the next attempt (and to SQLite's own automatic
     /// checkpoint, which stays on as a backstop).
     fn checkpoint(&mut self) {
-        self.last_checkpoint = Instant::now();
-        if self.checkpointer.is_none() {
+        if self.conn.is_none() {
             match Connection::open(&self.db_path) {
                 Ok(c) => {
                     let _ = c.busy_timeout(Duration::from_millis(0));
                     let _ = c.execute_batch("PRAGMA synchronous=NORMAL");
-                    self.checkpointer = Some(c);
+                    self.conn = Some(c);
                 }
                 Err(_) => return,
             }
         }
-        if let Some(c) = &self.checkpointer {
+        if let Some(c) = &self.conn {
             let _ = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
         }
     }
