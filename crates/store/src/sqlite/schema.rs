@@ -307,6 +307,19 @@ DROP INDEX idx_reference_reverse;
 DROP INDEX idx_reference_target;
 CREATE INDEX idx_reference_target ON idx_reference (resource_type, param, target_id, target_type, also);
 "#,
+    // 7: a quantity row enters one value index, not two (values are spread over their
+    // range, so each entry costs a page write): the canonical index when it has a
+    // canonical form, the (code, value) index when it has none. Searches by a UCUM
+    // code compare canonical forms, falling back to code for rows without one; the
+    // search SQL states which kind of row each branch wants.
+    r#"
+DROP INDEX idx_quantity_value;
+CREATE INDEX idx_quantity_value ON idx_quantity (resource_type, param, code, low)
+    WHERE canonical_unit IS NULL;
+DROP INDEX idx_quantity_canonical;
+CREATE INDEX idx_quantity_canonical ON idx_quantity (resource_type, param, canonical_unit, canonical_low)
+    WHERE canonical_unit IS NOT NULL;
+"#,
 ];
 
 /// The union parameters migration 5 removes the rows of, by index table.

@@ -367,6 +367,12 @@ fn quantity_cond(q: &mut Sql, qq: &QuantityQuery, c: Cols<'_>) -> Result<()> {
     let (sys, code, unit) = (c.col("system"), c.col("code"), c.col("unit"));
     match (qq.system.as_deref(), qq.code.as_deref()) {
         (Some(s), Some(cd)) => {
+            // Values with this system and code have no canonical form either (only UCUM
+            // codes `ucum` knows have one, whatever the value): say so, so the search
+            // can use the value index, which holds only such rows (migration 7).
+            if !canonical && (s != UCUM || ucum::to_canonical(Decimal::ONE, cd).is_none()) {
+                q.s(&format!("{} IS NULL AND ", c.col("canonical_unit")));
+            }
             q.s(&format!("{sys} = "))
                 .v(s.to_string())
                 .s(&format!(" AND {code} = "))
@@ -1389,6 +1395,40 @@ mod tests {
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .unwrap()
             .join("\n")
+    }
+
+    /// Each quantity row is in one of the two partial quantity indexes (migration 7):
+    /// the canonical one when it has a canonical form, the value one otherwise; a
+    /// search by system and code uses the one its values are in.
+    #[test]
+    fn quantity_searches_use_the_partial_indexes() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut conn).unwrap().unwrap();
+        let plan = |q: &str| {
+            let query = SearchQuery::parse(
+                Some("Observation"),
+                q,
+                vigil_fhir::search::SearchRegistry::r4(),
+            )
+            .unwrap();
+            let sql = page_sql(&query, None, 10).unwrap();
+            let mut stmt = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {}", sql.text))
+                .unwrap();
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(sql.args.iter()), |r| {
+                    r.get::<_, String>(3)
+                })
+                .unwrap();
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .unwrap()
+                .join("\n")
+        };
+        let p = plan("value-quantity=gt100|http://unitsofmeasure.org|/min");
+        assert!(p.contains("idx_quantity_canonical"), "{p}");
+        assert!(p.contains("idx_quantity_value"), "{p}");
+        let p = plan("value-quantity=5|http://example.org/units|tablet");
+        assert!(p.contains("idx_quantity_value"), "{p}");
     }
 
     #[test]
