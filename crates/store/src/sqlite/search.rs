@@ -1377,12 +1377,14 @@ mod tests {
         assert_eq!(prefix_successor("\u{10FFFF}"), None);
     }
 
-    /// The plan of a search driven by a string clause: SQLite only uses the partial
-    /// value index (migration 4) if the query repeats its WHERE term.
-    fn plan(conn: &Connection, q: &str) -> String {
-        let query =
-            SearchQuery::parse(Some("Patient"), q, vigil_fhir::search::SearchRegistry::r4())
-                .unwrap();
+    /// The plan SQLite makes for a search's page query.
+    fn plan(conn: &Connection, resource_type: &str, q: &str) -> String {
+        let query = SearchQuery::parse(
+            Some(resource_type),
+            q,
+            vigil_fhir::search::SearchRegistry::r4(),
+        )
+        .unwrap();
         let sql = page_sql(&query, None, 10).unwrap();
         let mut stmt = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {}", sql.text))
@@ -1404,41 +1406,31 @@ mod tests {
     fn quantity_searches_use_the_partial_indexes() {
         let mut conn = Connection::open_in_memory().unwrap();
         super::super::schema::migrate(&mut conn).unwrap().unwrap();
-        let plan = |q: &str| {
-            let query = SearchQuery::parse(
-                Some("Observation"),
-                q,
-                vigil_fhir::search::SearchRegistry::r4(),
-            )
-            .unwrap();
-            let sql = page_sql(&query, None, 10).unwrap();
-            let mut stmt = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {}", sql.text))
-                .unwrap();
-            let rows = stmt
-                .query_map(rusqlite::params_from_iter(sql.args.iter()), |r| {
-                    r.get::<_, String>(3)
-                })
-                .unwrap();
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-                .unwrap()
-                .join("\n")
-        };
-        let p = plan("value-quantity=gt100|http://unitsofmeasure.org|/min");
+        let p = plan(
+            &conn,
+            "Observation",
+            "value-quantity=gt100|http://unitsofmeasure.org|/min",
+        );
         assert!(p.contains("idx_quantity_canonical"), "{p}");
         assert!(p.contains("idx_quantity_value"), "{p}");
-        let p = plan("value-quantity=5|http://example.org/units|tablet");
+        let p = plan(
+            &conn,
+            "Observation",
+            "value-quantity=5|http://example.org/units|tablet",
+        );
         assert!(p.contains("idx_quantity_value"), "{p}");
     }
 
+    /// SQLite only uses the partial string value index (migration 4) if the query
+    /// repeats its WHERE term.
     #[test]
     fn string_searches_use_the_partial_value_index() {
         let mut conn = Connection::open_in_memory().unwrap();
         super::super::schema::migrate(&mut conn).unwrap().unwrap();
-        let p = plan(&conn, "name=smi");
+        let p = plan(&conn, "Patient", "name=smi");
         assert!(p.contains("idx_string_value"), "{p}");
         // `_content` never drives a search; it must still work, by its rows.
-        let p = plan(&conn, "_content=smith");
+        let p = plan(&conn, "Patient", "_content=smith");
         assert!(!p.contains("idx_string_value"), "{p}");
     }
 }
