@@ -536,6 +536,16 @@ pub fn transaction_is_atomic(make: Make<'_>) {
         id: Some(existing.id.clone()),
     }];
     assert!(matches!(s.transaction(clash), Err(StoreError::Conflict(_))));
+    // So is creating under the id of a deleted one (its history stays its own).
+    s.delete("Patient", &existing.id, None).unwrap();
+    let reuse = WriteOp::Create {
+        resource: patient("D"),
+        id: Some(existing.id.clone()),
+    };
+    assert!(matches!(
+        s.transaction(vec![reuse]),
+        Err(StoreError::Conflict(_))
+    ));
 }
 
 /// A successful transaction returns one outcome per operation, in order.
