@@ -152,6 +152,8 @@ pub struct SearchRegistry {
     /// Parameter code → its filtered-alias sources (see
     /// [`SearchRegistry::filtered_alias_source`]).
     aliases: FnvHashMap<&'static str, FilteredAlias>,
+    /// Resource type → its (filtered alias, source) pairs.
+    aliases_by_type: FnvHashMap<&'static str, Vec<(&'static str, &'static str)>>,
     problems: Vec<PrepareProblem>,
     expression_count: usize,
 }
@@ -316,12 +318,21 @@ impl SearchRegistry {
         let expression_count = compiled.values().filter(|e| e.is_some()).count();
         let unions = union_parameters(&params, &types, &parts_of);
         let aliases = filtered_aliases(&params, &types, &parts_of);
+        let mut aliases_by_type: FnvHashMap<&'static str, Vec<(&'static str, &'static str)>> =
+            FnvHashMap::default();
+        for (&code, alias) in &aliases {
+            for &(rt, source) in &alias.by_type {
+                aliases_by_type.entry(rt).or_default().push((code, source));
+            }
+        }
+        aliases_by_type.values_mut().for_each(|v| v.sort_unstable());
         SearchRegistry {
             params,
             types,
             by_url,
             unions,
             aliases,
+            aliases_by_type,
             problems,
             expression_count,
         }
@@ -394,12 +405,18 @@ impl SearchRegistry {
     /// may mark the source's rows instead of keeping a second copy of them. `None` for
     /// every other parameter and type.
     pub fn filtered_alias_source(&self, resource_type: &str, code: &str) -> Option<&'static str> {
-        let alias = self.aliases.get(code)?;
-        alias
-            .by_type
+        self.filtered_aliases_of(resource_type)
             .iter()
-            .find(|(t, _)| *t == resource_type)
+            .find(|(c, _)| *c == code)
             .map(|(_, s)| *s)
+    }
+
+    /// The (filtered alias, source) pairs of a resource type (see
+    /// [`SearchRegistry::filtered_alias_source`]), sorted; empty for most types.
+    pub fn filtered_aliases_of(&self, resource_type: &str) -> &[(&'static str, &'static str)] {
+        self.aliases_by_type
+            .get(resource_type)
+            .map_or(&[], Vec::as_slice)
     }
 
     /// The sources of the filtered alias `code` on any type (distinct, sorted), or

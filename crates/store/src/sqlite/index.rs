@@ -126,20 +126,23 @@ pub(crate) fn stored_rows(resource: &serde_json::Value) -> Vec<RowArgs> {
             .filter(|(p, _)| stored_param(p))
             .map(|(p, v)| (p, v.into_owned(), None))
             .collect();
-    let mut i = 0;
-    while i < values.len() {
-        let source = registry.filtered_alias_source(rt, values[i].0);
-        let twin = source.and_then(|source| {
-            values
-                .iter()
-                .position(|(q, v, also)| *q == source && also.is_none() && *v == values[i].1)
-        });
-        match twin {
-            Some(j) => {
-                values[j].2 = Some(values[i].0);
-                values.remove(i);
+    for &(alias, source) in registry.filtered_aliases_of(rt) {
+        let mut i = 0;
+        while i < values.len() {
+            let twin = (values[i].0 == alias)
+                .then(|| {
+                    values.iter().position(|(q, v, also)| {
+                        *q == source && also.is_none() && *v == values[i].1
+                    })
+                })
+                .flatten();
+            match twin {
+                Some(j) => {
+                    values[j].2 = Some(alias);
+                    values.remove(i);
+                }
+                None => i += 1,
             }
-            None => i += 1,
         }
     }
     values
