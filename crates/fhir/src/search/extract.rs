@@ -103,6 +103,17 @@ impl SearchRegistry {
         &'r self,
         resource: &'a Value,
     ) -> Result<Extraction<'r, 'a>, ExtractError> {
+        self.extract_only(resource, |_| true)
+    }
+
+    /// The values of the parameters whose code `wanted` accepts: what a store keeps,
+    /// when it answers some parameters otherwise (a union parameter from its sources'
+    /// values), without evaluating those.
+    pub fn extract_only<'r, 'a>(
+        &'r self,
+        resource: &'a Value,
+        wanted: impl Fn(&'static str) -> bool,
+    ) -> Result<Extraction<'r, 'a>, ExtractError> {
         let obj = resource.as_object().ok_or(ExtractError::NotAResource)?;
         let rt = obj
             .get("resourceType")
@@ -137,6 +148,9 @@ impl SearchRegistry {
                 continue;
             }
             let param = &self.params[plan.param];
+            if !wanted(param.code()) {
+                continue;
+            }
             match param.special {
                 Special::NotIndexed => continue,
                 Special::Text => {

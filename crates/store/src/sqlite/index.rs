@@ -120,12 +120,16 @@ pub(crate) fn stored_rows(resource: &serde_json::Value) -> Vec<RowArgs> {
         .and_then(serde_json::Value::as_str)
         .unwrap_or("");
     let registry = SearchRegistry::r4();
+    // Parameters whose rows are not stored are not evaluated at all.
     let mut values: Vec<(&'static str, OwnedIndexValue, Option<&'static str>)> =
-        extract_rows(resource)
-            .into_iter()
-            .filter(|(p, _)| stored_param(p))
-            .map(|(p, v)| (p, v.into_owned(), None))
-            .collect();
+        match registry.extract_only(resource, stored_param) {
+            Ok(x) => x
+                .entries
+                .into_iter()
+                .map(|e| (e.param.code(), e.value.into_owned(), None))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
     for &(alias, source) in registry.filtered_aliases_of(rt) {
         let mut i = 0;
         while i < values.len() {

@@ -953,9 +953,41 @@ fn check_if_match(if_match: Option<u64>, cur: Option<Current>) -> Result<()> {
 /// `resourceType`, `id`, `meta` (led by versionId and lastUpdated, other meta kept after
 /// them), then the rest in its order.
 fn with_meta(resource: Value, id: &str, version: &str, last_updated: &str) -> Value {
-    let Value::Object(obj) = resource else {
+    let Value::Object(mut obj) = resource else {
         return resource;
     };
+    // In place when `resourceType` leads (or is absent), as bodies almost always have
+    // it: two shifting inserts instead of a new map with every key hashed again.
+    let typed = obj.contains_key("resourceType");
+    if !typed || obj.keys().next().map(String::as_str) == Some("resourceType") {
+        let mut meta = Map::new();
+        meta.insert("versionId".into(), Value::String(version.to_string()));
+        meta.insert(
+            "lastUpdated".into(),
+            Value::String(last_updated.to_string()),
+        );
+        if let Some(Value::Object(m)) = obj.shift_remove("meta") {
+            meta.extend(
+                m.into_iter()
+                    .filter(|(k, _)| k != "versionId" && k != "lastUpdated"),
+            );
+        }
+        obj.shift_remove("id");
+        let at = usize::from(typed);
+        obj.shift_insert(at, "id".into(), Value::String(id.to_string()));
+        obj.shift_insert(at + 1, "meta".into(), Value::Object(meta));
+        return Value::Object(obj);
+    }
+    rebuilt_with_meta(obj, id, version, last_updated)
+}
+
+/// [`with_meta`] for any key order: the keys moved into a new map.
+fn rebuilt_with_meta(
+    obj: Map<String, Value>,
+    id: &str,
+    version: &str,
+    last_updated: &str,
+) -> Value {
     let mut out = Map::with_capacity(obj.len() + 2);
     let mut meta = Map::new();
     meta.insert("versionId".into(), Value::String(version.to_string()));
@@ -1109,6 +1141,41 @@ fn write_version(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The in-place shaping gives what moving every key into a new map gives.
+    #[test]
+    fn shaping_in_place_keeps_the_rebuilt_order() {
+        let bodies = [
+            json!({"resourceType": "Patient", "active": true}),
+            json!({"resourceType": "Patient", "active": true, "id": "x", "gender": "male"}),
+            json!({"resourceType": "Patient", "meta": {"lastUpdated": "2020-01-01T00:00:00Z",
+                   "tag": [{"code": "t"}], "versionId": "9"}, "id": "x", "active": true}),
+            json!({"resourceType": "Patient", "meta": "not an object", "active": true}),
+            json!({"active": true, "meta": {"source": "s"}, "id": "x"}),
+        ];
+        for body in bodies {
+            let Value::Object(obj) = body.clone() else {
+                unreachable!()
+            };
+            let rebuilt = rebuilt_with_meta(obj, "p1", "3", "2024-01-01T00:00:00Z");
+            let shaped = with_meta(body, "p1", "3", "2024-01-01T00:00:00Z");
+            assert_eq!(
+                serde_json::to_string(&shaped).unwrap(),
+                serde_json::to_string(&rebuilt).unwrap()
+            );
+        }
+        // `resourceType` not first: moved to the front.
+        let shaped = with_meta(
+            json!({"active": true, "resourceType": "Patient"}),
+            "p1",
+            "1",
+            "t",
+        );
+        assert_eq!(
+            serde_json::to_string(&shaped).unwrap(),
+            r#"{"resourceType":"Patient","id":"p1","meta":{"versionId":"1","lastUpdated":"t"},"active":true}"#
+        );
+    }
 
     #[test]
     fn new_database_files_take_the_page_size() {
