@@ -30,6 +30,10 @@ use std::time::{Duration, Instant};
 /// Most operations the writer puts into one group commit; bounds the latency a large
 /// queue adds to the first request of a group.
 const MAX_BATCH_OPS: usize = 20_000;
+/// A group holding this many operations is committed without waiting for more
+/// requests (see `Writer::run`): a commit's fixed cost is small next to them, and the
+/// wait would only hold their requesters back, who then come back all at once.
+const GATHER_ENOUGH_OPS: usize = 100;
 /// Most idle read connections kept open.
 const MAX_IDLE_READERS: usize = 16;
 /// How long a connection waits for a lock held by another process before `Busy`.
@@ -671,7 +675,7 @@ impl Writer {
             let mut batch = vec![first];
             let deadline = Instant::now() + GATHER_WAIT;
             while ops < MAX_BATCH_OPS {
-                let next = if batch.len() < expected {
+                let next = if batch.len() < expected && ops < GATHER_ENOUGH_OPS {
                     let left = deadline.saturating_duration_since(Instant::now());
                     rx.recv_timeout(left).ok()
                 } else {
