@@ -266,10 +266,21 @@ fn insert_sql(table: usize) -> &'static str {
     &all[table]
 }
 
-/// Insert the index rows of a resource (fewer than [`KEY_SPAN`], which the caller
-/// checks), numbering them per table from the resource's first key.
-pub(crate) fn insert_rows(
+/// The INSERT statement of each index table (see [`insert_rows`]), in
+/// [`INDEX_TABLES`] order.
+pub(crate) fn insert_statements(
     conn: &Connection,
+) -> rusqlite::Result<Vec<rusqlite::CachedStatement<'_>>> {
+    (0..INDEX_TABLES.len())
+        .map(|t| conn.prepare_cached(insert_sql(t)))
+        .collect()
+}
+
+/// Insert the index rows of a resource (fewer than [`KEY_SPAN`], which the caller
+/// checks) with [`insert_statements`], numbering them per table from the resource's
+/// first key.
+pub(crate) fn insert_rows(
+    statements: &mut [rusqlite::CachedStatement<'_>],
     rt: &str,
     rid: i64,
     rows: &[RowArgs],
@@ -282,8 +293,10 @@ pub(crate) fn insert_rows(
         args.push(&k);
         args.push(&rt);
         args.extend(row.args.iter().map(|a| a as &dyn rusqlite::ToSql));
-        conn.prepare_cached(insert_sql(row.table))?
-            .execute(args.as_slice())?;
+        match statements.get_mut(row.table) {
+            Some(statement) => statement.execute(args.as_slice())?,
+            None => return Err(rusqlite::Error::InvalidQuery),
+        };
     }
     Ok(())
 }
