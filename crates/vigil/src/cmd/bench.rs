@@ -351,42 +351,70 @@ impl Client {
         }
     }
 
-    /// Post a serialized transaction of `size` creates and check that its response
-    /// reports `size` of them created (with the resources, or without them when
-    /// `minimal`: `Prefer: return=minimal`).
-    ///
-    /// The answer is read into a buffer the thread keeps (an answer with the resources
-    /// is ~1.5 KB per entry: a fresh, growing String for each cost the load generator,
-    /// which shares the two cores with the server, about a tenth of the run's CPU).
-    fn post_transaction(&self, body: &str, size: usize, minimal: bool) -> Result<()> {
+    /// Post a serialized body and hand its answer (status and bytes) to `check`. The
+    /// answer is read into a buffer the thread keeps: an answer with the resources is
+    /// ~1.5 KB per Bundle entry, and a fresh, growing String for each cost the load
+    /// generator, which shares the two cores with the server, a tenth of the run's CPU.
+    fn post_checked(
+        &self,
+        path: &str,
+        body: &str,
+        prefer: Option<&str>,
+        check: impl FnOnce(u16, &[u8]) -> Result<()>,
+    ) -> Result<()> {
         thread_local! {
             static ANSWER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         let mut req = self
             .agent
-            .request("POST", &self.base)
+            .request("POST", &format!("{}{path}", self.base))
             .set("Authorization", &self.auth)
             .set("Accept", "application/fhir+json")
             .set("Content-Type", "application/fhir+json");
-        if minimal {
-            req = req.set("Prefer", "return=minimal");
+        if let Some(prefer) = prefer {
+            req = req.set("Prefer", prefer);
         }
         let resp = match req.send_string(body) {
             Ok(resp) => resp,
             Err(ureq::Error::Status(code, resp)) => {
                 let text = resp.into_string().unwrap_or_default();
-                bail!("POST transaction: HTTP {code}: {}", truncate(&text, 600))
+                bail!("POST {path}: HTTP {code}: {}", truncate(&text, 600))
             }
-            Err(e) => bail!("POST transaction: {e}"),
+            Err(e) => bail!("POST {path}: {e}"),
         };
+        let status = resp.status();
         ANSWER.with_borrow_mut(|answer| {
             answer.clear();
             std::io::Read::read_to_end(&mut resp.into_reader(), answer)
                 .context("reading the response")?;
+            check(status, answer)
+        })
+    }
+
+    /// Post a serialized transaction of `size` creates and check that its response
+    /// reports `size` of them created (with the resources, or without them when
+    /// `minimal`: `Prefer: return=minimal`), without parsing it.
+    fn post_transaction(&self, body: &str, size: usize, minimal: bool) -> Result<()> {
+        let prefer = minimal.then_some("return=minimal");
+        self.post_checked("", body, prefer, |_, answer| {
             let created = memchr::memmem::find_iter(answer, b"\"201 Created\"").count();
             if created != size {
                 bail!(
                     "a transaction of {size} creates answered {created} created: {}",
+                    truncate(&String::from_utf8_lossy(answer), 600)
+                );
+            }
+            Ok(())
+        })
+    }
+
+    /// Post a serialized resource and check that it was created (201), without parsing
+    /// the answer.
+    fn post_create(&self, path: &str, body: &str) -> Result<()> {
+        self.post_checked(path, body, None, |status, answer| {
+            if status != 201 {
+                bail!(
+                    "POST {path} answered {status}, not 201: {}",
                     truncate(&String::from_utf8_lossy(answer), 600)
                 );
             }
@@ -691,14 +719,14 @@ fn measure(
     if n > 0 {
         eprintln!("single-resource creates: {n} over HTTP, {n} through the store");
         let first = next_obs;
+        // Serialized before the clock starts, answers checked unparsed (as for Bundles).
+        let bodies: Vec<String> = (0..n)
+            .map(|i| observation(first + i, patients).to_string())
+            .collect();
         let d = parallel(threads, n, |t, i| {
-            clients[t].send(
-                "POST",
-                "/Observation",
-                Some(&observation(first + i, patients)),
-            )?;
-            Ok(())
+            clients[t].post_create("/Observation", &bodies[i])
         })?;
+        drop(bodies);
         next_obs += n;
         results.add(
             "creates_http_per_s",
