@@ -16,8 +16,8 @@
 //! loads the difference. `--postgres URL` measures the same on PostgreSQL (a build with
 //! the `postgres` feature), in the schema `--postgres-schema` (also kept).
 //!
-//! The timed Bundles are serialized before the clock starts and their answers are
-//! checked without being parsed, so the clients (which share the machine's cores with
+//! The timed creates and Bundles are serialized before the clock starts and their
+//! answers are checked without being parsed, so the clients (which share the machine's cores with
 //! the server) cost as little as they can; the CPU time per resource of the whole
 //! process, and of the store's writer thread, are reported beside the rates.
 
