@@ -17,9 +17,9 @@
 //! the `postgres` feature), in the schema `--postgres-schema` (also kept).
 //!
 //! The timed creates and Bundles are serialized before the clock starts and their
-//! answers are checked without being parsed, so the clients (which share the machine's cores with
-//! the server) cost as little as they can; the CPU time per resource of the whole
-//! process, and of the store's writer thread, are reported beside the rates.
+//! answers are checked without being parsed, so the clients (which share the machine's
+//! cores with the server) cost as little as they can; the CPU time per resource of the
+//! whole process, and of the store's writer thread, are reported beside the rates.
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
