@@ -151,8 +151,33 @@ pub(crate) fn stored_rows(resource: &serde_json::Value) -> Vec<RowArgs> {
     }
     values
         .into_iter()
-        .map(|(p, v, also)| row_args(p, v, also))
+        .map(|(p, mut v, also)| {
+            // The whole-resource texts are searched by their normalized form only; their
+            // exact form (as long again) is made from the body when read back.
+            if let (true, IndexValue::String(text)) = (WHOLE_TEXT_PARAMS.contains(&p), &mut v) {
+                text.exact = Cow::Borrowed("");
+            }
+            row_args(p, v, also)
+        })
         .collect()
+}
+
+/// The parameters whose rows hold a text made from the whole resource (`_content`) or
+/// its narrative (`_text`): stored without their exact text (see [`stored_rows`]).
+const WHOLE_TEXT_PARAMS: [&str; 2] = ["_content", "_text"];
+
+/// The exact text of a whole-text parameter's value, made from the resource's body as
+/// extraction makes it (never empty: extraction keeps no empty text).
+fn whole_text(param: &str, body: &serde_json::Value) -> String {
+    match param {
+        "_text" => body
+            .get("text")
+            .and_then(|t| t.get("div"))
+            .and_then(serde_json::Value::as_str)
+            .map(vigil_fhir::search::narrative_text)
+            .unwrap_or_default(),
+        _ => vigil_fhir::search::content_text(body),
+    }
 }
 
 /// The row of one index value; `also`: the filtered alias this reference row also
@@ -483,6 +508,30 @@ pub(crate) fn read_rows(
             })
         }))
     })?;
+    // Whole-text rows stored without their exact text get it back from the body.
+    let mut body: Option<serde_json::Value> = None;
+    for (param, value) in &mut out {
+        let IndexValue::String(text) = value else {
+            continue;
+        };
+        if !text.exact.is_empty() || !WHOLE_TEXT_PARAMS.contains(&param.as_str()) {
+            continue;
+        }
+        if body.is_none() {
+            let stored: Option<String> = conn
+                .prepare_cached(
+                    "SELECT v.body FROM resource r JOIN resource_version v ON v.seq = r.seq \
+                     WHERE r.rid = ?1",
+                )?
+                .query_row([rid], |r| r.get(0))
+                .optional()?
+                .flatten();
+            body = stored.and_then(|b| serde_json::from_str(&b).ok());
+        }
+        if let Some(b) = &body {
+            text.exact = Cow::Owned(whole_text(param, b));
+        }
+    }
     add_union_rows(rt, &mut out);
     Ok(out)
 }

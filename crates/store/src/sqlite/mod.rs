@@ -1227,21 +1227,48 @@ mod tests {
     }
 
     #[test]
-    fn new_database_files_take_the_page_size() {
+    fn new_database_files_take_the_page_size_and_keep_whole_texts_short() {
         let dir = std::env::temp_dir().join(format!("vigil-store-page-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.db");
         let store = SqliteStore::open(&path).unwrap();
-        store
-            .create(json!({"resourceType": "Patient", "active": true}))
+        let p = store
+            .create(json!({"resourceType": "Patient", "active": true,
+                "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Ann Émile</div>"},
+                "name": [{"family": "Émile", "given": ["Ann"]}]}))
             .unwrap();
+        // The whole-text rows keep no exact text; it is made again from the body.
+        let read_back = store.index_values("Patient", &p.id).unwrap();
+        let extracted = crate::index::extract_rows(&p.resource);
+        for code in ["_content", "_text"] {
+            let want: Vec<_> = extracted
+                .iter()
+                .filter(|(c, _)| *c == code)
+                .map(|(_, v)| v.clone())
+                .collect();
+            let got: Vec<_> = read_back
+                .iter()
+                .filter(|(c, _)| c == code)
+                .map(|(_, v)| v.clone())
+                .collect();
+            assert_eq!(got.len(), 1, "{code}");
+            assert_eq!(got, want, "{code}");
+        }
         store.close().unwrap();
         let conn = Connection::open(&path).unwrap();
         let size: u32 = conn
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .unwrap();
         assert_eq!(size, PAGE_SIZE);
+        let exact: Vec<String> = conn
+            .prepare("SELECT exact FROM idx_string WHERE param IN ('_content', '_text')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(exact, ["", ""]);
         drop(conn);
         let _ = std::fs::remove_dir_all(&dir);
     }
