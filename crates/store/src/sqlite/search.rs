@@ -696,11 +696,15 @@ fn clause_cond(q: &mut Sql, c: &Clause, hops: &[Hop], o: &str) -> Result<()> {
     Ok(())
 }
 
-/// The (source type, reference parameter codes) to probe for a `_revinclude` with a
-/// wildcard (`*`, `Type:*`, `*:param`): the reference parameters of the named type or
-/// of every type. Probing them through the (type, param, target) index is what
-/// replaced a reverse index of its own, which every reference row paid for on write.
-fn wildcard_probes(inc: &Include) -> Vec<(String, Option<Vec<String>>)> {
+/// The (source type, reference parameter codes) a `_revinclude` probes through the
+/// (type, param, target) index: its own type and parameter, or for a wildcard (`*`,
+/// `Type:*`) every reference parameter of the named type or of every type. Probing
+/// these is what replaced a reverse index of its own, which every reference row paid
+/// for on write.
+fn revinclude_probes(inc: &Include) -> Vec<(String, Vec<String>)> {
+    if let (Some(p), false) = (&inc.param, inc.source_type == "*") {
+        return vec![(inc.source_type.clone(), vec![p.clone()])];
+    }
     let registry = vigil_fhir::search::SearchRegistry::r4();
     let mut types: Vec<&str> = if inc.source_type == "*" {
         registry.resource_types().collect()
@@ -719,7 +723,7 @@ fn wildcard_probes(inc: &Include) -> Vec<(String, Option<Vec<String>>)> {
                 .collect();
             codes.sort_unstable();
             codes.dedup();
-            (!codes.is_empty()).then(|| (t.to_string(), Some(codes)))
+            (!codes.is_empty()).then(|| (t.to_string(), codes))
         })
         .collect()
 }
@@ -1264,6 +1268,10 @@ fn includes(conn: &Connection, query: &SearchQuery, matches: &[Stored]) -> Resul
         .collect();
     let mut out: Vec<Stored> = Vec::new();
     let mut frontier: Vec<Stored> = matches.to_vec();
+    // Per `_revinclude`, the (source type, parameters) its probes look at, the same for
+    // every source resource.
+    let revinclude_probes: Vec<Vec<(String, Vec<String>)>> =
+        query.revinclude.iter().map(revinclude_probes).collect();
     for round in 0..=MAX_ITERATE_ROUNDS {
         let mut next = Vec::new();
         let active = |i: &&Include| round == 0 || i.iterate;
@@ -1292,22 +1300,15 @@ fn includes(conn: &Connection, query: &SearchQuery, matches: &[Stored]) -> Resul
                 }
                 seqs.extend(run_rows(conn, &q, 0)?.into_iter().map(|(s, _)| s));
             }
-            for inc in query.revinclude.iter().filter(active) {
-                if inc
-                    .target_type
-                    .as_ref()
-                    .is_some_and(|t| *t != source.resource_type)
+            for (inc, probes) in query.revinclude.iter().zip(&revinclude_probes) {
+                if !active(&inc)
+                    || inc
+                        .target_type
+                        .as_ref()
+                        .is_some_and(|t| *t != source.resource_type)
                 {
                     continue;
                 }
-                // Probed through the (type, param, target) index: with a wildcard, once
-                // per type that has reference parameters able to point at the source.
-                let probes: Vec<(String, Option<Vec<String>>)> = match &inc.param {
-                    Some(p) if inc.source_type != "*" => {
-                        vec![(inc.source_type.clone(), Some(vec![p.clone()]))]
-                    }
-                    _ => wildcard_probes(inc),
-                };
                 for (source_type, params) in probes {
                     let mut q = Sql::default();
                     q.s(&format!(
@@ -1315,27 +1316,23 @@ fn includes(conn: &Connection, query: &SearchQuery, matches: &[Stored]) -> Resul
                          t.deleted = 0 WHERE x.resource_type = ",
                         rid_of("x")
                     ))
-                    .v(source_type)
+                    .v(source_type.clone())
                     .s(" AND x.target_type = ")
                     .v(source.resource_type.clone())
                     .s(" AND x.target_id = ")
                     .v(source.id.clone())
                     .s(" AND x.kind = 'local'");
-                    match params.as_deref() {
-                        Some([p]) => {
-                            q.s(" AND ").param_is("x", p);
-                        }
-                        Some(codes) => {
-                            q.s(" AND x.param IN (");
-                            for (i, c) in codes.iter().enumerate() {
-                                if i > 0 {
-                                    q.s(", ");
-                                }
-                                q.v(c.clone());
+                    if let [p] = params.as_slice() {
+                        q.s(" AND ").param_is("x", p);
+                    } else {
+                        q.s(" AND x.param IN (");
+                        for (i, c) in params.iter().enumerate() {
+                            if i > 0 {
+                                q.s(", ");
                             }
-                            q.s(")");
+                            q.v(c.clone());
                         }
-                        None => {}
+                        q.s(")");
                     }
                     seqs.extend(run_rows(conn, &q, 0)?.into_iter().map(|(s, _)| s));
                 }

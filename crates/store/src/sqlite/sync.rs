@@ -173,29 +173,22 @@ impl Checkpointer {
                 // Nothing to copy: sleep until the next write.
                 Duration::from_secs(3600)
             };
-            match written.recv_timeout(wait) {
+            let (due, closed) = match written.recv_timeout(wait) {
                 Ok(()) => {
                     pending = true;
-                    if last.elapsed() >= CHECKPOINT_EVERY {
-                        self.checkpoint();
-                        last = Instant::now();
-                        pending = false;
-                    }
+                    (last.elapsed() >= CHECKPOINT_EVERY, false)
                 }
                 // Writes stopped for a while (or a period passed): copy what is left.
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if pending {
-                        self.checkpoint();
-                        last = Instant::now();
-                        pending = false;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    if pending {
-                        self.checkpoint();
-                    }
-                    return;
-                }
+                Err(mpsc::RecvTimeoutError::Timeout) => (true, false),
+                Err(mpsc::RecvTimeoutError::Disconnected) => (true, true),
+            };
+            if pending && due {
+                self.checkpoint();
+                last = Instant::now();
+                pending = false;
+            }
+            if closed {
+                return;
             }
         }
     }

@@ -326,6 +326,19 @@ impl Client {
         body: Option<&str>,
         prefer: Option<&str>,
     ) -> Result<String> {
+        self.request(method, path, body, prefer)?
+            .into_string()
+            .context("reading the response")
+    }
+
+    /// Send a request; a non-2xx answer is an error with the server's message.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        prefer: Option<&str>,
+    ) -> Result<ureq::Response> {
         let url = format!("{}{path}", self.base);
         let mut req = self
             .agent
@@ -342,7 +355,7 @@ impl Client {
             None => req.call(),
         };
         match result {
-            Ok(resp) => resp.into_string().context("reading the response"),
+            Ok(resp) => Ok(resp),
             Err(ureq::Error::Status(code, resp)) => {
                 let text = resp.into_string().unwrap_or_default();
                 bail!("{method} {path}: HTTP {code}: {}", truncate(&text, 600))
@@ -365,23 +378,7 @@ impl Client {
         thread_local! {
             static ANSWER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let mut req = self
-            .agent
-            .request("POST", &format!("{}{path}", self.base))
-            .set("Authorization", &self.auth)
-            .set("Accept", "application/fhir+json")
-            .set("Content-Type", "application/fhir+json");
-        if let Some(prefer) = prefer {
-            req = req.set("Prefer", prefer);
-        }
-        let resp = match req.send_string(body) {
-            Ok(resp) => resp,
-            Err(ureq::Error::Status(code, resp)) => {
-                let text = resp.into_string().unwrap_or_default();
-                bail!("POST {path}: HTTP {code}: {}", truncate(&text, 600))
-            }
-            Err(e) => bail!("POST {path}: {e}"),
-        };
+        let resp = self.request("POST", path, Some(body), prefer)?;
         let status = resp.status();
         ANSWER.with_borrow_mut(|answer| {
             answer.clear();
